@@ -1,0 +1,1 @@
+"""The Commons Users API service: HTTP endpoints and the domain code the consumer shares."""

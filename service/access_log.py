@@ -1,0 +1,31 @@
+"""Access log lines with every session id taken out (they may travel in the query or the path)."""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from yarl import URL
+
+from service.auth import SESSION_QUERY, STATE_QUERY
+
+REDACTED = "[redacted]"
+_SECRET_QUERY = (SESSION_QUERY, STATE_QUERY)
+_SESSION_PATH = re.compile(r"^(/api/sessions/)(?!logout$)[^/]+$")
+
+
+def redacted_target(request: web.BaseRequest) -> str:
+    """The request's path and query as they may be logged."""
+    path = _SESSION_PATH.sub(rf"\g<1>{REDACTED}", request.path)
+    query = [(name, REDACTED if name in _SECRET_QUERY else value) for name, value in request.query.items()]
+    return str(URL.build(path=path, query=query))
+
+
+class AccessLogger(AbstractAccessLogger):
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            '%s "%s %s" %s %s %.1fms',
+            request.remote, request.method, redacted_target(request), response.status,
+            response.body_length, time * 1000,
+        )

@@ -1,0 +1,59 @@
+"""The app factory: settings in, a ready aiohttp application out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from importlib.metadata import version
+
+from aiohttp import web
+
+from service import auth, db
+from service.cursors import CursorCodec
+from service.errors import problem_middleware
+from service.handlers import resources, sessions, users
+from service.keys import CURSORS, POOL, SETTINGS
+from service.openapi import build_document
+from service.settings import Settings
+
+OPENAPI = web.AppKey("openapi", dict)
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    app[POOL] = await db.create_pool(
+        settings.database_url.get_secret_value(),
+        min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size,
+    )
+    yield
+    await app[POOL].close()
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.json_response(request.app[OPENAPI])
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_post("/api/sessions", sessions.create_session)
+    router.add_get("/api/sessions/logout", sessions.logout)  # before /api/sessions/{id}
+    router.add_get("/api/sessions/{id}", sessions.get_session)
+    router.add_get("/api/users", users.search_users)
+    router.add_get("/api/users/{userId}/profile", users.get_profile)
+    router.add_get("/api/users/{userId}/imports", resources.list_imports)
+    router.add_get("/api/resources", resources.list_resources)
+    router.add_get("/api/users/{userId}/favorites", resources.list_favorites)
+    router.add_post("/api/users/{userId}/favorites", resources.add_favorite)
+    router.add_delete("/api/users/{userId}/favorites/{resourceId}", resources.remove_favorite)
+    router.add_get("/api/openapi.json", openapi_document)
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[problem_middleware, auth.session_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app[CURSORS] = CursorCodec(settings.cursor_key)
+    add_routes(app.router)
+    app[OPENAPI] = build_document(app, title="Commons Users API", version=version("commons-users"))
+    app.cleanup_ctx.append(_database)
+    return app

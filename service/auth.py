@@ -1,0 +1,170 @@
+"""Sessions: where a request's session id comes from, how it is checked, and how one is created."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+import hashlib
+import json
+import secrets
+from typing import Any
+
+import asyncpg
+import jwt
+from aiohttp import web
+from pydantic import ValidationError
+from yarl import URL
+
+from service import queries
+from service.errors import Forbidden, Unauthenticated
+from service.keys import POOL, SESSION, SETTINGS
+from service.openapi import OPERATION_ATTRIBUTE
+from service.models import FieldError, IdentityClaims, SessionInfo
+from service.settings import Settings
+
+SESSION_COOKIE = "session"
+SESSION_HEADER = "X-Session-ID"
+SESSION_QUERY = "session-id"
+STATE_QUERY = "state"
+SESSION_BODY_PROPERTY = "sessionId"
+
+_UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass(frozen=True)
+class Session:
+    """The authenticated caller."""
+
+    id_hash: bytes
+    expires: datetime
+    user_id: str
+    user_full_name: str
+    account_id: str
+    account_name: str
+    canvas_user_id: str | None
+    canvas_api_domain: str | None
+    roles: list[str]
+    is_admin: bool
+    from_cookie: bool
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record, *, from_cookie: bool) -> Session:
+        return cls(
+            id_hash=row["id_hash"], expires=row["expires_at"], user_id=row["user_id"],
+            user_full_name=row["name"], account_id=row["account_id"], account_name=row["account_name"],
+            canvas_user_id=row["canvas_user_id"], canvas_api_domain=row["canvas_api_domain"],
+            roles=list(row["roles"]), is_admin=row["is_admin"], from_cookie=from_cookie,
+        )
+
+    @property
+    def may_search_users(self) -> bool:
+        return self.is_admin or "group_manager" in self.roles
+
+    def info(self) -> SessionInfo:
+        return SessionInfo(
+            sid=self.id_hash.hex(), expires=self.expires, user_id=self.user_id,
+            user_full_name=self.user_full_name, account_id=self.account_id,
+            account_name=self.account_name, canvas_user_id=self.canvas_user_id,
+            canvas_api_domain=self.canvas_api_domain, roles=self.roles, is_admin=self.is_admin,
+        )
+
+
+def hash_session_id(session_id: str) -> bytes:
+    return hashlib.sha256(session_id.encode()).digest()
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(32)  # 256 bits
+
+
+async def _session_id_from_body(request: web.Request) -> str | None:
+    if not request.can_read_body or request.content_type != "application/json":
+        return None
+    try:
+        body = json.loads(await request.read())
+    except ValueError:
+        return None  # the handler reports the bad body, once the caller is known
+    value = body.get(SESSION_BODY_PROPERTY) if isinstance(body, dict) else None
+    return value if isinstance(value, str) else None
+
+
+async def presented_session_id(request: web.Request) -> tuple[str | None, bool]:
+    """The session id from the first source that has one, in the documented order, and whether
+    it came from the cookie."""
+    if cookie := request.cookies.get(SESSION_COOKIE):
+        return cookie, True
+    for candidate in (
+        request.headers.get(SESSION_HEADER),
+        request.query.get(SESSION_QUERY),
+        request.query.get(STATE_QUERY),  # the first value of `state`
+    ):
+        if candidate:
+            return candidate, False
+    return await _session_id_from_body(request), False
+
+
+async def authenticate(request: web.Request, pool: asyncpg.Pool) -> Session:
+    session_id, from_cookie = await presented_session_id(request)
+    if not session_id:
+        raise Unauthenticated("No session: send one in the `session` cookie, the X-Session-ID "
+                              "header, the `session-id` or `state` query parameter or the body's `sessionId`.")
+    row = await queries.live_session(pool, hash_session_id(session_id))
+    if row is None:
+        raise Unauthenticated("The session is unknown or has expired.")
+    session = Session.from_row(row, from_cookie=from_cookie)
+    if from_cookie and request.method in _UNSAFE_METHODS:
+        check_origin(request)
+    return session
+
+
+def check_origin(request: web.Request) -> None:
+    """CSRF defence for cookie sessions: the request must come from an allowed origin."""
+    allowed = {*request.app[SETTINGS].allowed_origins, f"{request.scheme}://{request.host}"}
+    origin = request.headers.get("Origin")
+    if origin is None and (referer := request.headers.get("Referer")):
+        origin = str(URL(referer).origin())
+    if origin is None or origin.rstrip("/") not in allowed:
+        raise Forbidden("A cookie session may change data only from an allowed Origin.")
+
+
+def decode_identity(token: str, settings: Settings) -> IdentityClaims:
+    """Verify a session JWT and return its identity claims (401 on any failure)."""
+    if settings.jwt_public_key is not None:
+        key, algorithm = settings.jwt_public_key.get_secret_value(), "RS256"
+    else:
+        key, algorithm = settings.jwt_secret.get_secret_value(), "HS256"
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token, key, algorithms=[algorithm], issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience, options={"require": ["exp", "sub"]},
+        )
+    except jwt.InvalidTokenError as exc:
+        raise Unauthenticated(f"The token was refused: {exc}.") from None
+    try:
+        return IdentityClaims.model_validate(claims)
+    except ValidationError as exc:
+        errors = [FieldError(field=".".join(map(str, e["loc"])), location="token", message=e["msg"])
+                  for e in exc.errors(include_url=False)]
+        raise Unauthenticated("The token lacks identity claims or has malformed ones.", errors) from None
+
+
+async def create_session(pool: asyncpg.Pool, claims: IdentityClaims, ttl_seconds: int,
+                         issued_at: datetime | None = None) -> tuple[str, Session]:
+    """Upsert the user and open a session; returns the secret id and the session."""
+    session_id = new_session_id()
+    id_hash = hash_session_id(session_id)
+    async with pool.acquire() as conn, conn.transaction():
+        await queries.upsert_user(conn, claims, issued_at or datetime.now(timezone.utc))
+        await queries.insert_session(conn, id_hash, claims.sub, ttl_seconds)
+        row = await queries.live_session(conn, id_hash)
+    assert row is not None
+    return session_id, Session.from_row(row, from_cookie=False)
+
+
+@web.middleware
+async def session_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Authenticate every route but those whose operation is marked public."""
+    operation = getattr(request.match_info.handler, OPERATION_ATTRIBUTE, None)
+    if operation is not None and not operation.public:
+        request[SESSION] = await authenticate(request, request.app[POOL])
+    return await handler(request)

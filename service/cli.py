@@ -1,0 +1,80 @@
+"""`commons-users`: the one command every role of the service runs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from service import db
+from service.access_log import AccessLogger
+from service.app import create_app
+from service.settings import Settings
+
+log = logging.getLogger("commons_users")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()  # type: ignore[call-arg]  # read from the environment
+    except ValidationError as exc:
+        sys.exit(f"commons-users: bad configuration:\n{exc}")
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def migrate(args: argparse.Namespace, settings: Settings) -> None:
+    log.info("migrating %s", settings.database_url_for_logs)
+    db.migrate(settings.database_url.get_secret_value())
+
+
+def api(args: argparse.Namespace, settings: Settings) -> None:
+    log.info("serving on %s:%s (database %s)", args.host, args.port, settings.database_url_for_logs)
+    web.run_app(create_app(settings), host=args.host, port=args.port, access_log_class=AccessLogger,
+                print=None)
+
+
+async def _mint_session(settings: Settings, user_id: str) -> str | None:
+    from service import auth, queries
+
+    pool = await db.create_pool(settings.database_url.get_secret_value(), min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            if await conn.fetchval("SELECT EXISTS (SELECT FROM users WHERE id = $1)", user_id) is False:
+                return None
+            session_id = auth.new_session_id()
+            await queries.insert_session(conn, auth.hash_session_id(session_id), user_id, settings.session_ttl_seconds)
+            return session_id
+    finally:
+        await pool.close()
+
+
+def session(args: argparse.Namespace, settings: Settings) -> None:
+    session_id = asyncio.run(_mint_session(settings, args.user_id))
+    if session_id is None:
+        sys.exit(f"commons-users: no user {args.user_id!r} (users arrive by events or by POST /api/sessions)")
+    print(session_id)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="commons-users", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("migrate", help="apply the SQL migrations (idempotent)").set_defaults(run=migrate)
+    serve = commands.add_parser("api", help="serve the HTTP API")
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.set_defaults(run=api)
+    mint = commands.add_parser("session", help="open a session for an existing user and print its id")
+    mint.add_argument("user_id")
+    mint.set_defaults(run=session)
+
+    args = parser.parse_args(argv)
+    settings = _settings()
+    _configure_logging(settings)
+    args.run(args, settings)

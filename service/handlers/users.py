@@ -1,0 +1,59 @@
+"""Colleagues: Canvas profiles and user search."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from service import queries
+from service.errors import Forbidden, NotFound
+from service.http import decode_cursor, json_response, page_meta, parse_query
+from service.keys import POOL, SESSION
+from service.models import PageMeta, Profile, UserPage, UserSearchQuery, UserSummary
+from service.openapi import PathParameter, operation
+
+MIN_QUERY_LENGTH = 3
+
+
+def like_pattern(text: str) -> str:
+    """An ILIKE pattern matching `text` anywhere, its own wildcards taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+@operation(
+    summary="The Canvas profile URL of a user of your account",
+    tag="users", path=(PathParameter("userId", "Any user of the caller's account."),),
+    responses={200: Profile}, errors=(404,),
+)
+async def get_profile(request: web.Request) -> web.Response:
+    session = request[SESSION]
+    user_id = request.match_info["userId"]
+    row = await queries.user_in_account(request.app[POOL], user_id, session.account_id)
+    if row is None:
+        raise NotFound(f"No user {user_id!r} in your account.")
+    if row["canvas_user_id"] is None or row["canvas_api_domain"] is None:
+        raise NotFound(f"User {user_id!r} has no Canvas profile.")
+    return json_response(Profile(url=f"https://{row['canvas_api_domain']}/about/{row['canvas_user_id']}"))
+
+
+@operation(
+    summary="Search the users of your account",
+    description="Case-insensitive substring match on name or e-mail, ordered by name. Admins and "
+    "group managers only. A `q` shorter than 3 characters finds nothing (an empty page).",
+    tag="users", query=UserSearchQuery, responses={200: UserPage}, errors=(403,),
+)
+async def search_users(request: web.Request) -> web.Response:
+    session = request[SESSION]
+    if not session.may_search_users:
+        raise Forbidden("Only admins and group managers may search users.")
+    query = parse_query(request, UserSearchQuery)
+    after = decode_cursor(request, query.cursor, "users", str, str)
+    if len(query.q) < MIN_QUERY_LENGTH:
+        return json_response(UserPage(items=[], meta=PageMeta(cursor=None)))
+    rows = await queries.search_users(
+        request.app[POOL], session.account_id, like_pattern(query.q), after, query.size + 1
+    )
+    return json_response(UserPage(
+        items=[UserSummary.model_validate(dict(row)) for row in rows[: query.size]],
+        meta=page_meta(request, rows, query.size, "users", "name", "id"),
+    ))

@@ -1,0 +1,77 @@
+"""Request parsing and response shaping shared by the handlers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+import json
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from service.auth import Session
+from service.errors import Forbidden, InvalidInput, invalid_input
+from service.keys import CURSORS, SESSION
+from service.models import FieldError, PageMeta
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def parse_query(request: web.Request, model: type[Model]) -> Model:
+    # The first value of each parameter, as for `state`.
+    values: dict[str, str] = {}
+    for name, value in request.query.items():
+        values.setdefault(name, value)
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise invalid_input(exc, "query") from None
+
+
+async def parse_body(request: web.Request, model: type[Model], *, required: bool = True) -> Model | None:
+    """The JSON body as `model`; None when the body is absent and not required."""
+    raw = await request.read()
+    if not raw.strip():
+        if required:
+            raise InvalidInput("A JSON body is required.", [FieldError(field="body", location="body",
+                                                                        message="missing")])
+        return None
+    if request.content_type != "application/json":
+        raise InvalidInput("The body must be sent as application/json.",
+                           [FieldError(field="Content-Type", location="header", message=request.content_type)])
+    try:
+        document = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput("The body is not valid JSON.",
+                           [FieldError(field="body", location="body", message=str(exc))]) from None
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        raise invalid_input(exc, "body") from None
+
+
+def json_response(model: BaseModel, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=model.model_dump_json(by_alias=True),
+                        content_type="application/json", headers=headers)
+
+
+def own_session(request: web.Request) -> Session:
+    """The caller's session, which must belong to the `{userId}` in the path."""
+    session = request[SESSION]
+    if request.match_info["userId"] != session.user_id:
+        raise Forbidden("You may only act on your own user id.")
+    return session
+
+
+def decode_cursor(request: web.Request, cursor: str | None, kind: str, *types: type) -> tuple[Any, ...] | None:
+    return None if cursor is None else request.app[CURSORS].decode(cursor, kind, *types)
+
+
+def page_meta(request: web.Request, rows: Sequence[Any], size: int, kind: str, *key_columns: str) -> PageMeta:
+    """The cursor after the last row, when the page is full (rows holds up to size + 1)."""
+    if len(rows) <= size:
+        return PageMeta(cursor=None)
+    last = rows[size - 1]
+    key: list[str | datetime] = [last[column] for column in key_columns]
+    return PageMeta(cursor=request.app[CURSORS].encode(kind, *key))

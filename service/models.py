@@ -1,0 +1,169 @@
+"""The API's shapes: requests, responses and problems, as pydantic models (camelCase on the wire).
+
+These models are the single source of the OpenAPI document, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.alias_generators import to_camel
+
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
+
+# A host name with an optional port: it becomes part of a profile URL.
+HostName = Annotated[str, StringConstraints(max_length=253, pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::\d{1,5})?$")]
+
+
+class ApiModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+# Responses -------------------------------------------------------------------------------------
+
+
+class Account(ApiModel):
+    id: str
+    name: str
+
+
+class Author(ApiModel):
+    id: str
+    name: str
+    avatar_url: str | None = None
+
+
+class Thumbnail(ApiModel):
+    url: str
+    description: str = ""
+
+
+class Resource(ApiModel):
+    id: str
+    title: str
+    description: str
+    type: str
+    account: Account
+    authors: list[Author]
+    tags: list[str]
+    thumbnail: Thumbnail | None
+    create_date: datetime
+    update_date: datetime
+    version_id: str
+
+
+class PageMeta(ApiModel):
+    cursor: str | None = Field(description="Pass as `?cursor=` for the next page; null on the last page.")
+
+
+class ResourcePage(ApiModel):
+    items: list[Resource]
+    meta: PageMeta
+
+
+class UserSummary(ApiModel):
+    id: str
+    name: str
+    email: str
+    avatar_url: str | None
+    account_id: str
+
+
+class UserPage(ApiModel):
+    items: list[UserSummary]
+    meta: PageMeta
+
+
+class Profile(ApiModel):
+    url: str = Field(description="The user's Canvas profile page.")
+
+
+class SessionInfo(ApiModel):
+    sid: str = Field(description="A public handle of the session (not the secret session id).")
+    expires: datetime
+    user_id: str
+    user_full_name: str
+    account_id: str
+    account_name: str
+    canvas_user_id: str | None
+    canvas_api_domain: str | None
+    roles: list[str]
+    is_admin: bool
+
+
+class CreatedSession(SessionInfo):
+    session_id: str = Field(description="The secret session id; also set as the `session` cookie.")
+
+
+class FieldError(ApiModel):
+    field: str = Field(description="The parameter, body property or claim at fault.")
+    location: str = Field(description="Where it was: `query`, `path`, `body` or `token`.")
+    message: str
+
+
+class Problem(ApiModel):
+    """An RFC 9457 problem detail."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = None
+
+
+# Requests --------------------------------------------------------------------------------------
+
+
+class RequestModel(ApiModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BodyWithSession(RequestModel):
+    # A session id may travel in the body (the last of the five session sources).
+    session_id: str | None = Field(None, description="Session id, when sent in the body.")
+
+
+class PageQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    cursor: str | None = Field(None, min_length=1, description="From a previous page's `meta.cursor`.")
+    size: int = Field(24, ge=1, le=100, description="Items per page.")
+
+
+class ResourcesQuery(PageQuery):
+    only_imported: bool = Field(
+        validation_alias=AliasChoices("onlyImported"),
+        description="Must be `true`: the only listing this service offers.",
+    )
+
+
+class UserSearchQuery(PageQuery):
+    q: str = Field(max_length=200, description="Text searched for in names and e-mails (3 characters at least).")
+
+
+class FavoriteRequest(BodyWithSession):
+    resource_id: Identifier
+
+
+class SessionRequest(RequestModel):
+    jwt_token: str = Field(alias="jwt_token", min_length=1, max_length=16384)
+
+
+class IdentityClaims(BaseModel):
+    """The JWT claims that identify a user to `POST /api/sessions`."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    sub: Identifier
+    account_id: Identifier = Field(alias="accountId")
+    account_name: str = Field(alias="accountName")
+    name: str = Field(min_length=1)
+    email: str
+    canvas_user_id: Identifier | None = Field(None, alias="canvasUserId")
+    canvas_api_domain: HostName | None = Field(None, alias="canvasApiDomain")
+    avatar_url: str | None = Field(None, alias="avatarUrl")
+    is_admin: bool = Field(False, alias="isAdmin")
+    roles: list[str] = Field(default_factory=list)
+    exp: int

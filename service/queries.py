@@ -1,0 +1,154 @@
+"""SQL access for the API. Every statement the request path runs lives here."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from service.models import IdentityClaims
+
+# The columns that make a Resource, selected from `resources r`.
+_RESOURCE_COLUMNS = """
+    r.id, r.title, r.description, r.type, r.account_id, r.account_name, r.authors, r.tags,
+    r.thumbnail, r.create_date, r.update_date, r.version_id
+"""
+
+# --- users and sessions -------------------------------------------------------------------------
+
+
+async def upsert_user(conn: asyncpg.Connection, claims: IdentityClaims, issued_at: datetime) -> None:
+    """Write the identity a session was created with, unless the directory already holds a newer one."""
+    await conn.execute(
+        """
+        INSERT INTO users (id, account_id, account_name, name, email, avatar_url, canvas_user_id,
+                           canvas_api_domain, is_admin, roles, updated_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+        ON CONFLICT (id) DO UPDATE SET
+            account_id = EXCLUDED.account_id, account_name = EXCLUDED.account_name,
+            name = EXCLUDED.name, email = EXCLUDED.email, avatar_url = EXCLUDED.avatar_url,
+            canvas_user_id = EXCLUDED.canvas_user_id, canvas_api_domain = EXCLUDED.canvas_api_domain,
+            is_admin = EXCLUDED.is_admin, roles = EXCLUDED.roles, updated_at = EXCLUDED.updated_at
+        WHERE users.updated_at <= EXCLUDED.updated_at
+        """,
+        claims.sub, claims.account_id, claims.account_name, claims.name, claims.email,
+        claims.avatar_url, claims.canvas_user_id, claims.canvas_api_domain, claims.is_admin,
+        claims.roles, issued_at,
+    )
+
+
+async def insert_session(conn: asyncpg.Connection, id_hash: bytes, user_id: str, ttl_seconds: int) -> None:
+    await conn.execute(
+        "INSERT INTO sessions (id_hash, user_id, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3))",
+        id_hash, user_id, ttl_seconds,
+    )
+
+
+async def live_session(conn: asyncpg.Connection | asyncpg.Pool, id_hash: bytes) -> asyncpg.Record | None:
+    """The unexpired session with that id hash, joined with its user."""
+    return await conn.fetchrow(
+        """
+        SELECT s.id_hash, s.expires_at, u.id AS user_id, u.name, u.account_id, u.account_name,
+               u.canvas_user_id, u.canvas_api_domain, u.roles, u.is_admin
+        FROM sessions s JOIN users u ON u.id = s.user_id
+        WHERE s.id_hash = $1 AND s.expires_at > now()
+        """,
+        id_hash,
+    )
+
+
+async def delete_session(pool: asyncpg.Pool, id_hash: bytes) -> None:
+    await pool.execute("DELETE FROM sessions WHERE id_hash = $1", id_hash)
+
+
+async def user_in_account(pool: asyncpg.Pool, user_id: str, account_id: str) -> asyncpg.Record | None:
+    return await pool.fetchrow(
+        "SELECT canvas_user_id, canvas_api_domain FROM users WHERE id = $1 AND account_id = $2",
+        user_id, account_id,
+    )
+
+
+async def search_users(
+    pool: asyncpg.Pool, account_id: str, pattern: str, after: tuple[Any, ...] | None, limit: int
+) -> list[asyncpg.Record]:
+    """Users of an account whose name or e-mail matches the ILIKE `pattern`, by (name, id).
+
+    The trigram indexes answer the ILIKE; the row comparison continues after the cursor.
+    """
+    # Two statements rather than "$3 IS NULL OR ...": each keeps a plan of its own.
+    continuation = "AND (name, id) > ($4, $5)" if after else ""
+    return await pool.fetch(
+        f"""
+        SELECT id, name, email, avatar_url, account_id
+        FROM users
+        WHERE account_id = $1 AND (name ILIKE $2 OR email ILIKE $2) {continuation}
+        ORDER BY name, id
+        LIMIT $3
+        """,
+        account_id, pattern, limit, *(after or ()),
+    )
+
+
+# --- resources, imports and favorites -----------------------------------------------------------
+
+
+async def imported_resources(
+    pool: asyncpg.Pool, user_id: str, after: tuple[Any, ...] | None, limit: int
+) -> list[asyncpg.Record]:
+    """The resources a user imported, by their latest import, newest first."""
+    return await pool.fetch(
+        f"""
+        SELECT {_RESOURCE_COLUMNS}, i.last_imported_at AS sort_key
+        FROM (
+            SELECT resource_id, max(imported_at) AS last_imported_at
+            FROM imports
+            WHERE user_id = $1
+            GROUP BY resource_id
+        ) i
+        JOIN resources r ON r.id = i.resource_id
+        WHERE $2::timestamptz IS NULL OR (i.last_imported_at, r.id) < ($2, $3)
+        ORDER BY i.last_imported_at DESC, r.id DESC
+        LIMIT $4
+        """,
+        user_id, *(after or (None, None)), limit,
+    )
+
+
+async def favorite_resources(
+    pool: asyncpg.Pool | asyncpg.Connection, user_id: str, after: tuple[Any, ...] | None, limit: int | None
+) -> list[asyncpg.Record]:
+    """A user's favorite resources, most recently marked first (`limit` None: all of them)."""
+    return await pool.fetch(
+        f"""
+        SELECT {_RESOURCE_COLUMNS}, f.created_at AS sort_key
+        FROM favorites f
+        JOIN resources r ON r.id = f.resource_id
+        WHERE f.user_id = $1
+          AND ($2::timestamptz IS NULL OR (f.created_at, f.resource_id) < ($2, $3))
+        ORDER BY f.created_at DESC, f.resource_id DESC
+        LIMIT $4
+        """,
+        user_id, *(after or (None, None)), limit,
+    )
+
+
+async def add_favorite(conn: asyncpg.Connection, user_id: str, resource_id: str) -> bool:
+    """Mark a favorite (a no-op when it is one already). False when the resource does not exist."""
+    status = await conn.fetchval(
+        """
+        WITH resource AS (SELECT id FROM resources WHERE id = $2 FOR KEY SHARE),
+        added AS (
+            INSERT INTO favorites (user_id, resource_id)
+            SELECT $1, id FROM resource
+            ON CONFLICT (user_id, resource_id) DO NOTHING
+        )
+        SELECT EXISTS (SELECT FROM resource)
+        """,
+        user_id, resource_id,
+    )
+    return bool(status)
+
+
+async def remove_favorite(pool: asyncpg.Pool, user_id: str, resource_id: str) -> None:
+    await pool.execute("DELETE FROM favorites WHERE user_id = $1 AND resource_id = $2", user_id, resource_id)

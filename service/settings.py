@@ -1,0 +1,74 @@
+"""Configuration, read once from the environment (and an optional `.env` file)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+import hashlib
+import hmac
+from typing import Annotated
+
+from pydantic import Field, PostgresDsn, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from yarl import URL
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    database_url: SecretStr = Field(
+        SecretStr("postgresql://postgres@127.0.0.1:5432/commons_users"),
+        description="PostgreSQL connection URL (libpq form).",
+    )
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Comma-separated Kafka bootstrap servers."
+    )
+    jwt_secret: SecretStr = Field(
+        description="HS256 key that signs the JWTs posted to /api/sessions; also keys the "
+        "signatures of pagination cursors.",
+        min_length=16,
+    )
+    jwt_public_key: SecretStr | None = Field(
+        None,
+        description="PEM public key. When set, session JWTs must be RS256-signed by the "
+        "matching private key and HS256 tokens are refused.",
+    )
+    jwt_issuer: str | None = Field(None, description="When set, the JWT `iss` claim must equal it.")
+    jwt_audience: str | None = Field(None, description="When set, the JWT `aud` claim must contain it.")
+    session_ttl_seconds: int = Field(8 * 3600, ge=60, description="Lifetime of a session.")
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated origins (scheme://host[:port]) allowed to POST/DELETE with a "
+        "cookie session, besides the API's own origin.",
+    )
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest request body accepted (413 above).")
+    db_pool_min_size: int = Field(2, ge=0)
+    db_pool_max_size: int = Field(10, ge=1)
+    log_level: str = Field("INFO", description="Python logging level name.")
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _valid_dsn(cls, value: SecretStr) -> SecretStr:
+        PostgresDsn(value.get_secret_value())
+        return value
+
+    @cached_property
+    def cursor_key(self) -> bytes:
+        """A key for cursor signatures, derived so that it never equals the JWT key itself."""
+        return hmac.digest(self.jwt_secret.get_secret_value().encode(), b"commons-users cursor", hashlib.sha256)
+
+    @property
+    def database_url_for_logs(self) -> str:
+        return redact_dsn(self.database_url.get_secret_value())
+
+
+def redact_dsn(dsn: str) -> str:
+    """The URL with its password hidden, for log lines."""
+    url = URL(dsn)
+    return str(url.with_password("***")) if url.password else str(url)

@@ -1,0 +1,70 @@
+"""Fixtures: a throwaway, migrated database per test run, emptied before every test, and the app
+served over real HTTP by aiohttp's test server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+import os
+import secrets
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from yarl import URL
+
+from service import db
+from service.app import create_app
+from service.settings import Settings
+from tests.services import postgres_server
+
+JWT_SECRET = "test-jwt-secret-" + "s" * 16
+
+
+async def _admin(server_url: str, statement: str) -> None:
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    with postgres_server(os.environ) as server_url:
+        name = f"commons_users_test_{secrets.token_hex(4)}"
+        asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
+        try:
+            url = str(URL(server_url).with_path(f"/{name}"))
+            db.migrate(url)
+            yield url
+        finally:
+            asyncio.run(_admin(server_url, f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await db.create_pool(database_url, min_size=1, max_size=8)
+    tables = await pool.fetch(
+        "SELECT quote_ident(tablename) AS name FROM pg_tables "
+        "WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
+    )
+    await pool.execute(f"TRUNCATE {', '.join(t['name'] for t in tables)}")
+    yield pool
+    await pool.close()
+
+
+def make_settings(database_url: str, **overrides: object) -> Settings:
+    return Settings(_env_file=None, database_url=database_url, jwt_secret=JWT_SECRET, **overrides)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url)
+
+
+@pytest.fixture
+async def client(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[TestClient]:
+    async with TestClient(TestServer(create_app(settings)), cookie_jar=aiohttp.DummyCookieJar()) as client:
+        yield client
