@@ -69,25 +69,27 @@ async def user_in_account(pool: asyncpg.Pool, user_id: str, account_id: str) -> 
     )
 
 
-async def search_users(
-    pool: asyncpg.Pool, account_id: str, pattern: str, after: tuple[Any, ...] | None, limit: int
-) -> list[asyncpg.Record]:
-    """Users of an account whose name or e-mail matches the ILIKE `pattern`, by (name, id).
+def search_users_sql(*, continued: bool) -> str:
+    """Users of an account ($1) whose name or e-mail matches the ILIKE pattern $2, by (name, id),
+    at most $3 of them, after ($4, $5) when `continued`.
 
-    The trigram indexes answer the ILIKE; the row comparison continues after the cursor.
+    The trigram indexes answer the ILIKE. Two statements rather than "$4 IS NULL OR ...", so that
+    each keeps a plan of its own.
     """
-    # Two statements rather than "$3 IS NULL OR ...": each keeps a plan of its own.
-    continuation = "AND (name, id) > ($4, $5)" if after else ""
-    return await pool.fetch(
-        f"""
+    continuation = "AND (name, id) > ($4, $5)" if continued else ""
+    return f"""
         SELECT id, name, email, avatar_url, account_id
         FROM users
         WHERE account_id = $1 AND (name ILIKE $2 OR email ILIKE $2) {continuation}
         ORDER BY name, id
         LIMIT $3
-        """,
-        account_id, pattern, limit, *(after or ()),
-    )
+    """
+
+
+async def search_users(
+    pool: asyncpg.Pool, account_id: str, pattern: str, after: tuple[Any, ...] | None, limit: int
+) -> list[asyncpg.Record]:
+    return await pool.fetch(search_users_sql(continued=after is not None), account_id, pattern, limit, *(after or ()))
 
 
 # --- resources, imports and favorites -----------------------------------------------------------

@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr = Field(
         description="HS256 key that signs the JWTs posted to /api/sessions; also keys the "
         "signatures of pagination cursors.",
-        min_length=16,
+        min_length=32,
     )
     jwt_public_key: SecretStr | None = Field(
         None,

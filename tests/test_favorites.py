@@ -56,3 +56,36 @@ async def test_unknown_resource_is_404_and_changes_nothing(client, pool):
     problem = await response.json()
     assert problem["errors"][0]["field"] == "resourceId"
     assert await pool.fetchval("SELECT count(*) FROM favorites") == 0
+
+
+async def test_pages_are_stable_under_concurrent_marks(client, pool):
+    session = await login(pool, "u1")
+    headers = {"X-Session-ID": session}
+    for n in range(20):
+        await add_resource(pool, f"r{n:02d}")
+        await add_favorite(pool, "u1", f"r{n:02d}", at(n))
+    await add_resource(pool, "new")
+
+    seen, cursor = [], None
+    while True:
+        params = {"size": 6, **({"cursor": cursor} if cursor else {})}
+        response = await client.get("/api/users/u1/favorites", params=params, headers=headers)
+        body = await response.json()
+        seen += [item["id"] for item in body["items"]]
+        if len(seen) == 6:  # marked while paging: newer than everything already read
+            await client.post("/api/users/u1/favorites", json={"resourceId": "new"}, headers=headers)
+        cursor = body["meta"]["cursor"]
+        if cursor is None:
+            break
+    assert seen == [f"r{n:02d}" for n in reversed(range(20))]
+
+
+async def test_deleted_resources_leave_the_favorites(client, pool):
+    session = await login(pool, "u1")
+    await add_resource(pool, "r1")
+    await add_resource(pool, "r2")
+    await add_favorite(pool, "u1", "r1", at(1))
+    await add_favorite(pool, "u1", "r2", at(2))
+    await pool.execute("DELETE FROM resources WHERE id = 'r2'")
+    response = await client.get("/api/users/u1/favorites", headers={"X-Session-ID": session})
+    assert [item["id"] for item in (await response.json())["items"]] == ["r1"]
