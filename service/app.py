@@ -10,7 +10,7 @@ from aiohttp import web
 from service import auth, db
 from service.cursors import CursorCodec
 from service.errors import problem_middleware
-from service.handlers import resources, sessions, users
+from service.handlers import resources, sessions, updates, users
 from service.keys import CURSORS, POOL, SETTINGS
 from service.openapi import build_document
 from service.settings import Settings
@@ -40,6 +40,9 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/api/users/{userId}/profile", users.get_profile)
     router.add_get("/api/users/{userId}/imports", resources.list_imports)
     router.add_get("/api/resources", resources.list_resources)
+    router.add_get("/api/users/{userId}/updates", updates.list_updates)
+    router.add_get("/api/users/{userId}/updates/{resourceId}", updates.get_update)
+    router.add_post("/api/users/{userId}/updates/{resourceId}/ignore", updates.ignore_update)
     router.add_get("/api/users/{userId}/favorites", resources.list_favorites)
     router.add_post("/api/users/{userId}/favorites", resources.add_favorite)
     router.add_delete("/api/users/{userId}/favorites/{resourceId}", resources.remove_favorite)

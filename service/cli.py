@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+from pathlib import Path
+import signal
 import sys
 
 from aiohttp import web
@@ -62,6 +65,65 @@ def session(args: argparse.Namespace, settings: Settings) -> None:
     print(session_id)
 
 
+async def _consume(settings: Settings) -> int:
+    from consumers.consumer import ConsumerHalted, EventConsumer
+
+    pool = await db.create_pool(settings.database_url.get_secret_value(),
+                                min_size=1, max_size=settings.db_pool_max_size)
+    consumer = EventConsumer(settings, pool)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signal_number, stopping.set)
+    try:
+        await consumer.start()
+        await consumer.run(stopping)  # SIGTERM: the batch in hand commits, then the loop ends
+        return 0
+    except ConsumerHalted as exc:
+        log.critical("consumer halted: %s", exc)
+        return 2
+    finally:
+        await consumer.stop()
+        await pool.close()
+
+
+def consumer(args: argparse.Namespace, settings: Settings) -> None:
+    sys.exit(asyncio.run(_consume(settings)))
+
+
+def read_event_lines(path: Path) -> list[dict[str, object]]:
+    """Event documents from a JSON-lines file; every line must be a JSON object."""
+    documents, problems = [], []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            document = json.loads(line)
+        except ValueError as exc:
+            problems.append(f"line {number}: not JSON ({exc})")
+            continue
+        if not isinstance(document, dict):
+            problems.append(f"line {number}: not a JSON object")
+            continue
+        documents.append(document)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return documents
+
+
+def produce(args: argparse.Namespace, settings: Settings) -> None:
+    from consumers.topics import UnroutableEvent, produce_documents, route
+
+    try:
+        documents = read_event_lines(args.file)
+        for document in documents:
+            route(settings, document)  # all or nothing: refuse the file before sending any of it
+    except (OSError, ValueError, UnroutableEvent) as exc:
+        sys.exit(f"commons-users: {args.file}: {exc}")
+    count = asyncio.run(produce_documents(settings, documents))
+    print(f"produced {count} events to {settings.kafka_bootstrap_servers}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="commons-users", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -73,6 +135,10 @@ def main(argv: list[str] | None = None) -> None:
     mint = commands.add_parser("session", help="open a session for an existing user and print its id")
     mint.add_argument("user_id")
     mint.set_defaults(run=session)
+    commands.add_parser("consumer", help="consume resource and user events").set_defaults(run=consumer)
+    publish = commands.add_parser("produce", help="publish the events of a JSON-lines file to their topics")
+    publish.add_argument("file", type=Path)
+    publish.set_defaults(run=produce)
 
     args = parser.parse_args(argv)
     settings = _settings()

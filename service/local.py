@@ -1,12 +1,14 @@
-"""`make run`: a local service with demo data, on this machine's PostgreSQL or an embedded one.
+"""`make run`: the API and the consumer in one process, a local Kafka-protocol broker, and this
+machine's PostgreSQL or an embedded one; the demo data arrives through the broker as events.
 
-Not for production: it trusts the local database, loads demo rows and prints a session id.
+Not for production: it prints session ids and a signed token.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import AsyncIterator, Callable
 import logging
 from pathlib import Path
 import shlex
@@ -18,15 +20,21 @@ from aiohttp import web
 from pydantic import SecretStr
 from yarl import URL
 
+from consumers.consumer import EventConsumer
+from consumers.tansu import tansu_broker
+from consumers.topics import produce_documents
 from service import auth, db, queries
 from service.access_log import AccessLogger
 from service.app import create_app
+from service.cli import read_event_lines
+from service.keys import POOL
 from service.settings import Settings, redact_dsn
 
 log = logging.getLogger("commons_users.local")
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO_SQL = ROOT / "sql" / "demo.sql"
+DEMO_EVENTS = ROOT / "docs" / "demo-events.jsonl"
+DEMO_UPDATE = ROOT / "docs" / "demo-update.jsonl"
 DEMO_TEACHER = "u-ada"
 DEMO_ADMIN = "u-grace"
 
@@ -67,18 +75,48 @@ async def ensure_database(dsn: str, run_dir: Path) -> str:
     return dsn
 
 
-async def load_demo(dsn: str, ttl_seconds: int) -> dict[str, str]:
-    """Load the demo rows (idempotent) and open a session for the demo teacher and the demo admin."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(DEMO_SQL.read_text())
-        sessions = {}
-        for user_id in (DEMO_TEACHER, DEMO_ADMIN):
-            sessions[user_id] = auth.new_session_id()
-            await queries.insert_session(conn, auth.hash_session_id(sessions[user_id]), user_id, ttl_seconds)
-    finally:
-        await conn.close()
+async def open_demo_sessions(pool: asyncpg.Pool, ttl_seconds: int) -> dict[str, str]:
+    """Sessions for the demo teacher and the demo admin (the users arrive as events)."""
+    sessions = {}
+    for user_id in (DEMO_TEACHER, DEMO_ADMIN):
+        sessions[user_id] = auth.new_session_id()
+        await queries.insert_session(pool, auth.hash_session_id(sessions[user_id]), user_id, ttl_seconds)
     return sessions
+
+
+async def _wait_for(pool: asyncpg.Pool, query: str, *args: object, timeout: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await pool.fetchval(query, *args):
+        if asyncio.get_running_loop().time() > deadline:
+            raise RuntimeError(f"the demo events were not consumed within {timeout} s")
+        await asyncio.sleep(0.1)
+
+
+def demo_flow(settings: Settings, welcome: dict[str, str]) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Run the consumer beside the API, feed it the demo events through the broker, then publish a
+    new version and wait until its update is visible."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        pool = app[POOL]
+        consumer = EventConsumer(settings, pool)
+        stopping = asyncio.Event()
+        await consumer.start()
+        running = asyncio.create_task(consumer.run(stopping))
+        try:
+            await produce_documents(settings, read_event_lines(DEMO_EVENTS))
+            await _wait_for(pool, "SELECT count(*) = 2 FROM users WHERE id = ANY($1::text[])", [DEMO_TEACHER, DEMO_ADMIN])
+            await produce_documents(settings, read_event_lines(DEMO_UPDATE))
+            await _wait_for(pool, "SELECT EXISTS (SELECT FROM available_updates WHERE user_id = $1 AND version_number = 2)",
+                            DEMO_TEACHER)
+            log.info("an update to r-fractions arrived through the broker")
+            welcome.update(await open_demo_sessions(pool, settings.session_ttl_seconds))
+            yield
+        finally:
+            stopping.set()
+            await running
+            await consumer.stop()
+
+    return context
 
 
 def demo_token(settings: Settings) -> str:
@@ -91,19 +129,21 @@ def demo_token(settings: Settings) -> str:
     return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm="HS256")
 
 
-def print_welcome(base: str, sessions: dict[str, str], token: str) -> None:
+def print_welcome(base: str, sessions: dict[str, str], token: str, broker: str) -> None:
     variables = {"BASE": base, "USER_ID": DEMO_TEACHER, "SESSION": sessions[DEMO_TEACHER],
                  "ADMIN_SESSION": sessions[DEMO_ADMIN], "TOKEN": token}
     exports = " ".join(f"{name}={shlex.quote(value)}" for name, value in variables.items())
     print(f"""
-commons-users is running at {base}  (Ctrl-C stops it)
+commons-users is running at {base}, its consumer reading the Kafka-protocol broker at {broker}
+(Ctrl-C stops all of it). Version 2 of r-fractions was just published as an event: the demo
+teacher now has an update for it.
 
 Sessions for the demo teacher {DEMO_TEACHER} ($SESSION) and the demo admin {DEMO_ADMIN} ($ADMIN_SESSION),
 and a session JWT for the teacher ($TOKEN):
 
 export {exports}
 
-curl -sS -H "X-Session-ID: $SESSION" "$BASE/api/users/$USER_ID/favorites"
+curl -sS -H "X-Session-ID: $SESSION" "$BASE/api/users/$USER_ID/updates"
 
 More examples are in README.md; the OpenAPI document is at {base}/api/openapi.json
 """, flush=True)
@@ -119,14 +159,21 @@ def main() -> None:
 
     settings = Settings()  # type: ignore[call-arg]
     dsn = asyncio.run(ensure_database(settings.database_url.get_secret_value(), args.run_dir))
-    settings = settings.model_copy(update={"database_url": SecretStr(dsn)})
     db.migrate(dsn)
-    sessions = asyncio.run(load_demo(dsn, settings.session_ttl_seconds))
-    token = demo_token(settings)
-    web.run_app(  # the welcome is printed once the server listens
-        create_app(settings), host=args.host, port=args.port, access_log_class=AccessLogger,
-        print=lambda _: print_welcome(f"http://{args.host}:{args.port}", sessions, token),
-    )
+    with tansu_broker() as broker:
+        settings = settings.model_copy(update={
+            "database_url": SecretStr(dsn), "kafka_bootstrap_servers": broker, "kafka_create_topics": True,
+            # The broker keeps topics in memory: offsets stored by an earlier run lie beyond their end.
+            "consumer_offset_beyond_end": "replay",
+        })
+        app = create_app(settings)
+        sessions: dict[str, str] = {}
+        app.cleanup_ctx.append(demo_flow(settings, sessions))
+        token = demo_token(settings)
+        web.run_app(  # the welcome is printed once the server listens
+            app, host=args.host, port=args.port, access_log_class=AccessLogger,
+            print=lambda _: print_welcome(f"http://{args.host}:{args.port}", sessions, token, broker),
+        )
 
 
 if __name__ == "__main__":

@@ -63,6 +63,29 @@ class ResourcePage(ApiModel):
     meta: PageMeta
 
 
+class UpdateCourse(ApiModel):
+    course_id: str
+    course_name: str
+    import_date: datetime = Field(description="When the course's copy was imported.")
+    version_create_date: datetime | None = Field(
+        description="When the version the course holds was published (null if that version is unknown here)."
+    )
+
+
+class Update(ApiModel):
+    version_id: str = Field(description="The new version.")
+    version_notes: str
+    create_date: datetime = Field(description="When the new version was published.")
+    update_date: datetime = Field(description="The resource's update date as of the new version.")
+    courses: list[UpdateCourse] = Field(description="The courses the update is pending for.")
+    resource: Resource
+
+
+class UpdatePage(ApiModel):
+    items: list[Update]
+    meta: PageMeta
+
+
 class UserSummary(ApiModel):
     id: str
     name: str
@@ -145,6 +168,12 @@ class UserSearchQuery(PageQuery):
 
 class FavoriteRequest(BodyWithSession):
     resource_id: Identifier
+
+
+class IgnoreRequest(BodyWithSession):
+    course_ids: list[Identifier] | None = Field(
+        None, max_length=1000, description="Courses to ignore the update for; absent or empty: all pending ones."
+    )
 
 
 class SessionRequest(RequestModel):

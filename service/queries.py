@@ -154,3 +154,69 @@ async def add_favorite(conn: asyncpg.Connection, user_id: str, resource_id: str)
 
 async def remove_favorite(pool: asyncpg.Pool, user_id: str, resource_id: str) -> None:
     await pool.execute("DELETE FROM favorites WHERE user_id = $1 AND resource_id = $2", user_id, resource_id)
+
+
+# --- available updates --------------------------------------------------------------------------
+
+# A user's available updates with their pending courses, newest version first. A course is
+# pending when the version it holds is older than the latest and the latest was not ignored there.
+_UPDATES = f"""
+    SELECT {_RESOURCE_COLUMNS}, a.published_at AS sort_key,
+           v.version_id AS update_version_id, v.version_notes, v.published_at AS version_create_date,
+           v.update_date AS version_update_date, c.courses
+    FROM available_updates a
+    JOIN resources r ON r.id = a.resource_id
+    JOIN resource_versions v ON v.resource_id = a.resource_id AND v.version_number = a.version_number
+    CROSS JOIN LATERAL (
+        SELECT jsonb_agg(jsonb_build_object(
+                   'courseId', i.course_id, 'courseName', i.course_name, 'importDate', i.imported_at,
+                   'versionCreateDate', held.published_at)
+               ORDER BY i.imported_at DESC, i.course_id) AS courses
+        FROM imports i
+        LEFT JOIN resource_versions held
+               ON held.resource_id = i.resource_id AND held.version_number = i.version_number
+        WHERE i.user_id = a.user_id AND i.resource_id = a.resource_id
+          AND i.version_number < a.version_number
+          AND coalesce(i.ignored_version_number, 0) < a.version_number
+    ) c
+    WHERE a.user_id = $1 {{condition}}
+    ORDER BY a.published_at DESC, a.resource_id DESC
+    LIMIT $2
+"""
+
+
+async def available_updates(
+    pool: asyncpg.Pool, user_id: str, after: tuple[Any, ...] | None, limit: int
+) -> list[asyncpg.Record]:
+    if after is None:
+        return await pool.fetch(_UPDATES.format(condition=""), user_id, limit)
+    return await pool.fetch(
+        _UPDATES.format(condition="AND (a.published_at, a.resource_id) < ($3, $4)"), user_id, limit, *after
+    )
+
+
+async def available_update(pool: asyncpg.Pool, user_id: str, resource_id: str) -> asyncpg.Record | None:
+    return await pool.fetchrow(_UPDATES.format(condition="AND a.resource_id = $3"), user_id, 1, resource_id)
+
+
+async def pending_courses(conn: asyncpg.Connection, user_id: str, resource_id: str, latest: int) -> list[str]:
+    rows = await conn.fetch(
+        """
+        SELECT course_id FROM imports
+        WHERE user_id = $1 AND resource_id = $2 AND version_number < $3
+          AND coalesce(ignored_version_number, 0) < $3
+        """,
+        user_id, resource_id, latest,
+    )
+    return [row["course_id"] for row in rows]
+
+
+async def ignore_courses(conn: asyncpg.Connection, user_id: str, resource_id: str, courses: list[str],
+                         latest: int) -> None:
+    await conn.execute(
+        """
+        UPDATE imports SET ignored_version_number = $4
+        WHERE user_id = $1 AND resource_id = $2 AND course_id = ANY($3::text[])
+        """,
+        user_id, resource_id, courses, latest,
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 import hashlib
 import hmac
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, PostgresDsn, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -39,6 +39,23 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Comma-separated origins (scheme://host[:port]) allowed to POST/DELETE with a "
         "cookie session, besides the API's own origin.",
+    )
+    kafka_resource_topic: str = Field("commons.resource-events", description="Topic of resource events.")
+    kafka_user_topic: str = Field("commons.user-events", description="Topic of user events.")
+    kafka_consumer_group: str = Field("commons-users", description="Consumer group of the event consumer.")
+    kafka_create_topics: bool = Field(
+        False, description="Create missing topics (and their .dlq topics) at start-up; production provisions them."
+    )
+    kafka_topic_partitions: int = Field(6, ge=1, description="Partitions of topics created at start-up.")
+    kafka_topic_replication_factor: int = Field(1, ge=1, description="Replication of topics created at start-up.")
+    consumer_max_batch: int = Field(1000, ge=1, description="Most records the consumer applies in one transaction.")
+    consumer_max_consecutive_failures: int = Field(
+        100, ge=1, description="Consecutive dead-lettered messages that stop the consumer instead."
+    )
+    consumer_offset_beyond_end: Literal["fail", "replay"] = Field(
+        "fail",
+        description="When a stored offset lies beyond the end of its partition (a wiped or recreated topic): "
+        "`fail` stops the consumer; `replay` reads the partition again from its beginning.",
     )
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest request body accepted (413 above).")
     db_pool_min_size: int = Field(2, ge=0)

@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from uuid import uuid4
+
 import asyncpg
 import jwt
 
-from service import auth
+from service import auth, ingest
+from service.events import EVENT_ADAPTER, Event, ResourceImported, ResourceVersionPublished
 from service.models import IdentityClaims
 from tests.conftest import JWT_SECRET
 
@@ -49,27 +52,50 @@ async def add_user(pool: asyncpg.Pool, user_id: str, *, account_id: str = "acct-
     )
 
 
+def published(resource_id: str, version: int = 1, *, at_time: datetime = T0, title: str | None = None,
+              **overrides: Any) -> ResourceVersionPublished:
+    """A `resource.version.published` event."""
+    document = {
+        "eventId": str(uuid4()), "type": "resource.version.published", "occurredAt": at_time.isoformat(),
+        "schemaVersion": 1, "resourceId": resource_id, "versionId": f"{resource_id}-v{version}",
+        "versionNumber": version, "versionNotes": f"Notes of version {version}", "publishedAt": at_time.isoformat(),
+        "resource": {
+            "title": title or f"Resource {resource_id}", "description": f"About {resource_id}", "type": "assignment",
+            "account": {"id": "acct-1", "name": "Academy One"},
+            "authors": [{"id": "author-1", "name": "An Author", "avatarUrl": None}], "tags": ["math"],
+            "thumbnail": {"url": f"https://img.example/{resource_id}.png", "description": "thumbnail"},
+            "createDate": T0.isoformat(), "updateDate": at_time.isoformat(),
+        },
+        **overrides,
+    }
+    return EVENT_ADAPTER.validate_python(document)
+
+
+def imported(user_id: str, resource_id: str, course_id: str, imported_at: datetime, version: int = 1,
+             **overrides: Any) -> ResourceImported:
+    """A `resource.imported` event."""
+    return EVENT_ADAPTER.validate_python({
+        "eventId": str(uuid4()), "type": "resource.imported", "occurredAt": imported_at.isoformat(),
+        "schemaVersion": 1, "resourceId": resource_id, "userId": user_id, "courseId": course_id,
+        "courseName": f"Course {course_id}", "versionId": f"{resource_id}-v{version}", "versionNumber": version,
+        "importedAt": imported_at.isoformat(), **overrides,
+    })
+
+
+async def apply(pool: asyncpg.Pool, *events: Event) -> None:
+    """Apply events as the consumer does, in one transaction."""
+    async with pool.acquire() as conn, conn.transaction():
+        await ingest.apply_events(conn, events)
+
+
 async def add_resource(pool: asyncpg.Pool, resource_id: str, *, version: int = 1, title: str | None = None,
-                       published: datetime = T0) -> None:
-    await pool.execute(
-        """INSERT INTO resources (id, title, description, type, account_id, account_name, authors, tags,
-                                  thumbnail, create_date, update_date, version_id, version_number)
-           VALUES ($1, $2, 'About ' || $1, 'assignment', 'acct-1', 'Academy One', $3, '{math}', $4, $5, $5,
-                   $1 || '-v' || $6::int, $6::int)""",
-        resource_id, title or f"Resource {resource_id}",
-        [{"id": "author-1", "name": "An Author", "avatarUrl": None}],
-        {"url": f"https://img.example/{resource_id}.png", "description": "thumbnail"},
-        published, version,
-    )
+                       published_at: datetime = T0) -> None:
+    await apply(pool, published(resource_id, version, at_time=published_at, title=title))
 
 
 async def add_import(pool: asyncpg.Pool, user_id: str, resource_id: str, course_id: str, imported_at: datetime,
                      *, version: int = 1) -> None:
-    await pool.execute(
-        """INSERT INTO imports (user_id, resource_id, course_id, course_name, version_id, version_number, imported_at)
-           VALUES ($1, $2, $3, 'Course ' || $3, $2 || '-v' || $4::int, $4::int, $5)""",
-        user_id, resource_id, course_id, version, imported_at,
-    )
+    await apply(pool, imported(user_id, resource_id, course_id, imported_at, version))
 
 
 async def add_favorite(pool: asyncpg.Pool, user_id: str, resource_id: str, created_at: datetime) -> None:

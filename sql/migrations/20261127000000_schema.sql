@@ -48,8 +48,9 @@ CREATE TABLE resources (
     create_date    timestamptz NOT NULL,
     update_date    timestamptz NOT NULL,
     version_id     text NOT NULL,
-    -- The highest versionNumber published: the version guard for this row.
-    version_number integer NOT NULL
+    -- The highest (versionNumber, eventId) published: the version guard for this row.
+    version_number integer NOT NULL,
+    event_id       uuid NOT NULL
 );
 
 -- Every published version, for an update's notes and a held version's publication date.
@@ -59,6 +60,9 @@ CREATE TABLE resource_versions (
     version_id     text NOT NULL,
     version_notes  text NOT NULL,
     published_at   timestamptz NOT NULL,
+    update_date    timestamptz NOT NULL,
+    -- Two events for the same version: the higher event id wins, whatever the delivery order.
+    event_id       uuid NOT NULL,
     PRIMARY KEY (resource_id, version_number)
 );
 
@@ -114,7 +118,7 @@ CREATE TABLE consumer_offsets (
     consumer_group text NOT NULL,
     topic          text NOT NULL,
     partition      integer NOT NULL,
-    next_offset    bigint NOT NULL,
+    next_offset    bigint,  -- NULL: read the partition from its beginning
     owner          text NOT NULL,
     generation     bigint NOT NULL,
     PRIMARY KEY (consumer_group, topic, partition)

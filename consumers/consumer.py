@@ -1,0 +1,290 @@
+"""The consumer-group member that applies resource and user events to PostgreSQL.
+
+Exactly-once effects come from storing each partition's next offset in PostgreSQL, in the same
+transaction as the rows its records produced, and seeking to it whenever the partition is
+assigned. A member claims a partition by bumping its `generation`; a batch commits only while its
+member still holds the generation it claimed, so a member whose partition was revoked cannot
+commit after the new owner started. Offsets are also committed to Kafka after the database
+commit, only so that lag tooling sees the group's progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass
+import json
+import logging
+import os
+import secrets
+import socket
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
+from pydantic import ValidationError
+
+from consumers.topics import dead_letter_topic, ensure_topics, event_topics
+from service import ingest
+from service.events import EVENT_ADAPTER, KNOWN_TYPES, SUPPORTED_SCHEMA_VERSIONS, Envelope, Event
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ConsumerHalted(RuntimeError):
+    """The consumer must stop; the message says why and what an operator can do."""
+
+
+class Fenced(Exception):
+    """The partition now belongs to another member (or another generation of this one)."""
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One record, parsed: an event to apply, a type to skip, or a failure to dead-letter."""
+
+    record: ConsumerRecord
+    event: Event | None = None
+    unknown_type: str | None = None
+    failure: str | None = None
+
+
+def decode(record: ConsumerRecord) -> Decoded:
+    try:
+        document = json.loads(record.value) if record.value is not None else None
+    except (ValueError, UnicodeDecodeError) as exc:
+        return Decoded(record, failure=f"invalid JSON: {exc}")
+    if not isinstance(document, dict):
+        return Decoded(record, failure="the value is not a JSON object")
+    try:
+        envelope = Envelope.model_validate(document)
+        if envelope.schema_version not in SUPPORTED_SCHEMA_VERSIONS:
+            return Decoded(record, failure=f"unsupported schemaVersion {envelope.schema_version}")
+        if envelope.type not in KNOWN_TYPES:
+            return Decoded(record, unknown_type=envelope.type)
+        return Decoded(record, event=EVENT_ADAPTER.validate_python(document))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}"
+                             for e in exc.errors(include_url=False))
+        return Decoded(record, failure=f"schema: {problems}")
+
+
+class EventConsumer:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, *, member: str | None = None) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.member = member or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.counts: Counter[str] = Counter()
+        self._generations: dict[TopicPartition, int] = {}
+        self._batch_lock = asyncio.Lock()  # a rebalance waits for the batch in hand
+        self._halt: ConsumerHalted | None = None
+        self._consecutive_failures = 0
+        self._kafka = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap_servers, group_id=settings.kafka_consumer_group,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+        )
+        self._dead_letters = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+
+    @property
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._generations)
+
+    async def start(self) -> None:
+        if self.settings.kafka_create_topics:
+            await ensure_topics(self.settings)
+        await self._dead_letters.start()
+        self._kafka.subscribe(event_topics(self.settings), listener=_Ownership(self))
+        await self._kafka.start()
+        log.info("consumer %s joined group %s for %s", self.member, self.settings.kafka_consumer_group,
+                 ", ".join(event_topics(self.settings)))
+
+    async def stop(self) -> None:
+        """Leave the group. Call between batches (as run() does): the batch in hand is never cut."""
+        await self._kafka.stop()
+        await self._dead_letters.stop()
+        log.info("consumer %s left the group", self.member)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            await self.run_once(timeout_ms=500)
+
+    async def run_once(self, timeout_ms: int = 1000) -> int:
+        """Fetch one batch, apply each partition's records in one transaction with its offset, and
+        return the number of records consumed."""
+        self._raise_if_halted()
+        batches = await self._kafka.getmany(timeout_ms=timeout_ms, max_records=self.settings.consumer_max_batch)
+        self._raise_if_halted()
+        consumed = 0
+        async with self._batch_lock:
+            for partition, records in batches.items():
+                if partition in self._generations:  # else revoked since the fetch
+                    consumed += await self._consume(partition, records)
+        return consumed
+
+    def _raise_if_halted(self) -> None:
+        if self._halt is not None:
+            raise self._halt
+
+    async def _consume(self, partition: TopicPartition, records: list[ConsumerRecord]) -> int:
+        decoded = [decode(record) for record in records]
+        consecutive = self._count_failures(partition, decoded)
+        await self._dead_letter([d for d in decoded if d.failure is not None])
+        next_offset = records[-1].offset + 1
+        try:
+            applied = await self.commit_batch(partition, decoded, next_offset)
+        except Fenced:
+            log.warning("%s: lost to another member before committing; %d records left to it",
+                        _name(partition), len(records))
+            self.counts["fenced_batches"] += 1
+            return 0
+        self._consecutive_failures = consecutive
+        for d in decoded:
+            if d.unknown_type is not None:
+                self.counts[f"skipped:{d.unknown_type}"] += 1
+        self.counts["applied"] += applied.events
+        self.counts["fanned_out_rows"] += applied.fanned_out_rows
+        await self._commit_to_kafka(partition, next_offset)
+        return len(records)
+
+    def _count_failures(self, partition: TopicPartition, decoded: list[Decoded]) -> int:
+        """The run of consecutive failures after this batch; halts before anything is written when
+        it reaches the limit (a bad deploy upstream must not dead-letter the whole stream)."""
+        run = self._consecutive_failures
+        limit = self.settings.consumer_max_consecutive_failures
+        for d in decoded:
+            run = run + 1 if d.failure is not None else 0
+            if run >= limit:
+                self._halt = ConsumerHalted(
+                    f"{run} consecutive messages failed to decode, the last at {_name(partition)} offset "
+                    f"{d.record.offset} ({d.failure}); stopping instead of dead-lettering them. Fix the "
+                    f"publisher, or raise CONSUMER_MAX_CONSECUTIVE_FAILURES, then restart."
+                )
+                raise self._halt
+        return run
+
+    async def _dead_letter(self, failures: list[Decoded]) -> None:
+        """Send each failed record to `<topic>.dlq`, its reason in the headers, and wait for the acks
+        (before its offset is committed: a dead letter may be sent twice, never lost)."""
+        sends = []
+        for failure in failures:
+            record = failure.record
+            headers = [
+                ("error", (failure.failure or "").encode()),
+                ("source-topic", record.topic.encode()),
+                ("source-partition", str(record.partition).encode()),
+                ("source-offset", str(record.offset).encode()),
+            ]
+            sends.append(await self._dead_letters.send(
+                dead_letter_topic(record.topic), record.value, key=record.key, headers=headers))
+            log.warning("dead-lettered %s offset %d: %s", _name(TopicPartition(record.topic, record.partition)),
+                        record.offset, failure.failure)
+        for sent in sends:
+            await sent
+        self.counts["dead_lettered"] += len(failures)
+
+    async def commit_batch(self, partition: TopicPartition, decoded: list[Decoded], next_offset: int) -> ingest.Applied:
+        """Apply the events and store the partition's next offset in one transaction, if this
+        member still owns the partition."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            stored = await conn.fetchrow(
+                """
+                SELECT next_offset FROM consumer_offsets
+                WHERE consumer_group = $1 AND topic = $2 AND partition = $3 AND owner = $4 AND generation = $5
+                FOR UPDATE
+                """,
+                self.settings.kafka_consumer_group, partition.topic, partition.partition, self.member,
+                self._generations.get(partition, -1),
+            )
+            if stored is None:
+                raise Fenced(partition)
+            start = stored["next_offset"]
+            events = [d.event for d in decoded if d.event is not None and (start is None or d.record.offset >= start)]
+            applied = await ingest.apply_events(conn, events)
+            await conn.execute(
+                """
+                UPDATE consumer_offsets SET next_offset = $4
+                WHERE consumer_group = $1 AND topic = $2 AND partition = $3
+                """,
+                self.settings.kafka_consumer_group, partition.topic, partition.partition, next_offset,
+            )
+        return applied
+
+    async def _commit_to_kafka(self, partition: TopicPartition, next_offset: int) -> None:
+        try:
+            await self._kafka.commit({partition: next_offset})
+        except KafkaError as exc:  # only lag tooling reads it; PostgreSQL holds the truth
+            log.info("%s: offset %d not committed to Kafka (%s)", _name(partition), next_offset, exc)
+
+    async def claim(self, partitions: set[TopicPartition]) -> None:
+        """Take ownership of newly assigned partitions and seek each to its stored offset."""
+        if not partitions:
+            return
+        ordered = sorted(partitions)
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                """
+                INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset, owner, generation)
+                SELECT $1, topic, partition, NULL, $4, 1 FROM unnest($2::text[], $3::int[]) AS p(topic, partition)
+                ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET
+                    owner = EXCLUDED.owner, generation = consumer_offsets.generation + 1
+                RETURNING topic, partition, next_offset, generation
+                """,
+                self.settings.kafka_consumer_group, [p.topic for p in ordered], [p.partition for p in ordered],
+                self.member,
+            )
+            claimed = {TopicPartition(r["topic"], r["partition"]): r for r in rows}
+            start_at: dict[TopicPartition, int | None] = {p: claimed[p]["next_offset"] for p in ordered}
+            stored = [p for p in ordered if start_at[p] is not None]
+            ends = await self._kafka.end_offsets(stored) if stored else {}
+            for partition in stored:
+                if start_at[partition] > ends[partition]:
+                    if not await self._offset_beyond_end(conn, partition, start_at[partition], ends[partition]):
+                        return  # halted: run_once() raises
+                    start_at[partition] = None
+        for partition in ordered:
+            self._generations[partition] = claimed[partition]["generation"]
+            if start_at[partition] is None:
+                self._kafka.seek_to_beginning(partition)
+            else:
+                self._kafka.seek(partition, start_at[partition])
+        log.info("consumer %s owns %s", self.member, ", ".join(map(_name, ordered)))
+
+    async def _offset_beyond_end(self, conn: asyncpg.Connection, partition: TopicPartition, stored: int,
+                                 end: int) -> bool:
+        """Apply the configured policy; True when the partition is to be replayed from its start."""
+        message = (f"{_name(partition)}: the stored offset {stored} is beyond the end of the partition ({end}); "
+                   f"was the topic wiped or recreated?")
+        if self.settings.consumer_offset_beyond_end == "fail":
+            self._halt = ConsumerHalted(message + " Stopping (CONSUMER_OFFSET_BEYOND_END=fail). To read the "
+                                        "partition again from its start, set CONSUMER_OFFSET_BEYOND_END=replay.")
+            log.error("%s", self._halt)
+            return False
+        log.error("%s Replaying it from its beginning (CONSUMER_OFFSET_BEYOND_END=replay).", message)
+        await conn.execute(
+            "UPDATE consumer_offsets SET next_offset = NULL WHERE consumer_group = $1 AND topic = $2 AND partition = $3",
+            self.settings.kafka_consumer_group, partition.topic, partition.partition,
+        )
+        return True
+
+    def release(self, partitions: set[TopicPartition]) -> None:
+        for partition in partitions:
+            self._generations.pop(partition, None)
+
+
+class _Ownership(ConsumerRebalanceListener):
+    def __init__(self, consumer: EventConsumer) -> None:
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self._consumer._batch_lock:  # the batch in hand commits first
+            self._consumer.release(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        async with self._consumer._batch_lock:
+            await self._consumer.claim(set(assigned))
+
+
+def _name(partition: TopicPartition) -> str:
+    return f"{partition.topic}[{partition.partition}]"
