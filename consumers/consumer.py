@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import dataclass
-import json
 import logging
 import os
 import secrets
@@ -26,7 +25,7 @@ from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
 from consumers.topics import dead_letter_topic, ensure_topics, event_topics
-from service import ingest
+from service import ingest, jsontext
 from service.events import EVENT_ADAPTER, KNOWN_TYPES, SUPPORTED_SCHEMA_VERSIONS, Envelope, Event
 from service.settings import Settings
 
@@ -53,8 +52,8 @@ class Decoded:
 
 def decode(record: ConsumerRecord) -> Decoded:
     try:
-        document = json.loads(record.value) if record.value is not None else None
-    except (ValueError, UnicodeDecodeError) as exc:
+        document = jsontext.loads(record.value) if record.value is not None else None
+    except ValueError as exc:
         return Decoded(record, failure=f"invalid JSON: {exc}")
     if not isinstance(document, dict):
         return Decoded(record, failure="the value is not a JSON object")
@@ -78,12 +77,18 @@ class EventConsumer:
         self.member = member or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.counts: Counter[str] = Counter()
         self._generations: dict[TopicPartition, int] = {}
+        # Stored offsets not yet compared with the partition's end (known from the first fetch).
+        self._unchecked: dict[TopicPartition, int] = {}
         self._batch_lock = asyncio.Lock()  # a rebalance waits for the batch in hand
         self._halt: ConsumerHalted | None = None
         self._consecutive_failures = 0
         self._kafka = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers, group_id=settings.kafka_consumer_group,
+            # Every partition is positioned explicitly (see claim), and fetch() catches a stored
+            # position past the end of a partition before any of its records is applied.
             enable_auto_commit=False, auto_offset_reset="earliest",
+            session_timeout_ms=settings.consumer_session_timeout_ms,
+            heartbeat_interval_ms=settings.consumer_heartbeat_interval_ms,
         )
         self._dead_letters = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
 
@@ -113,40 +118,59 @@ class EventConsumer:
     async def run_once(self, timeout_ms: int = 1000) -> int:
         """Fetch one batch, apply each partition's records in one transaction with its offset, and
         return the number of records consumed."""
+        return await self.consume(await self.fetch(timeout_ms))
+
+    async def fetch(self, timeout_ms: int) -> dict[TopicPartition, list[ConsumerRecord]]:
         self._raise_if_halted()
         batches = await self._kafka.getmany(timeout_ms=timeout_ms, max_records=self.settings.consumer_max_batch)
-        self._raise_if_halted()
+        # A stored position past the end of its partition is answered by Kafka with a reset to the
+        # beginning, by some brokers with nothing at all: compare it with the end the fetch reported.
+        for partition, stored in list(self._unchecked.items()):
+            end = self._kafka.highwater(partition)
+            if end is not None:
+                del self._unchecked[partition]
+                if stored > end:
+                    await self._offset_beyond_end(partition, stored, end)
+                    batches.pop(partition, None)  # replayed from the beginning by the next fetch
+        return batches
+
+    async def consume(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> int:
         consumed = 0
-        async with self._batch_lock:
-            for partition, records in batches.items():
-                if partition in self._generations:  # else revoked since the fetch
-                    consumed += await self._consume(partition, records)
+        for partition, records in batches.items():
+            next_offset = await self.apply(partition, records)
+            if next_offset is not None:
+                await self._commit_to_kafka(partition, next_offset)
+                consumed += len(records)
         return consumed
 
     def _raise_if_halted(self) -> None:
         if self._halt is not None:
             raise self._halt
 
-    async def _consume(self, partition: TopicPartition, records: list[ConsumerRecord]) -> int:
-        decoded = [decode(record) for record in records]
-        consecutive = self._count_failures(partition, decoded)
-        await self._dead_letter([d for d in decoded if d.failure is not None])
-        next_offset = records[-1].offset + 1
-        try:
-            applied = await self.commit_batch(partition, decoded, next_offset)
-        except Fenced:
-            log.warning("%s: lost to another member before committing; %d records left to it",
-                        _name(partition), len(records))
-            self.counts["fenced_batches"] += 1
-            return 0
+    async def apply(self, partition: TopicPartition, records: list[ConsumerRecord]) -> int | None:
+        """Dead-letter what does not decode, then apply the rest with the partition's new offset in
+        one transaction. Returns that offset, or None when the partition is no longer ours."""
+        async with self._batch_lock:  # a rebalance waits until the batch in hand is committed
+            if partition not in self._generations:
+                return None  # revoked since the fetch
+            decoded = [decode(record) for record in records]
+            consecutive = self._count_failures(partition, decoded)
+            await self._dead_letter([d for d in decoded if d.failure is not None])
+            next_offset = records[-1].offset + 1
+            try:
+                applied = await self.commit_batch(partition, decoded, next_offset)
+            except Fenced:
+                log.warning("%s: lost to another member before committing; %d records left to it",
+                            _name(partition), len(records))
+                self.counts["fenced_batches"] += 1
+                return None
         self._consecutive_failures = consecutive
         for d in decoded:
             if d.unknown_type is not None:
                 self.counts[f"skipped:{d.unknown_type}"] += 1
         self.counts["applied"] += applied.events
         self.counts["fanned_out_rows"] += applied.fanned_out_rows
-        await self._commit_to_kafka(partition, next_offset)
-        return len(records)
+        return next_offset
 
     def _count_failures(self, partition: TopicPartition, decoded: list[Decoded]) -> int:
         """The run of consecutive failures after this batch; halts before anything is written when
@@ -222,55 +246,60 @@ class EventConsumer:
         if not partitions:
             return
         ordered = sorted(partitions)
-        async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                """
-                INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset, owner, generation)
-                SELECT $1, topic, partition, NULL, $4, 1 FROM unnest($2::text[], $3::int[]) AS p(topic, partition)
-                ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET
-                    owner = EXCLUDED.owner, generation = consumer_offsets.generation + 1
-                RETURNING topic, partition, next_offset, generation
-                """,
-                self.settings.kafka_consumer_group, [p.topic for p in ordered], [p.partition for p in ordered],
-                self.member,
-            )
-            claimed = {TopicPartition(r["topic"], r["partition"]): r for r in rows}
-            start_at: dict[TopicPartition, int | None] = {p: claimed[p]["next_offset"] for p in ordered}
-            stored = [p for p in ordered if start_at[p] is not None]
-            ends = await self._kafka.end_offsets(stored) if stored else {}
-            for partition in stored:
-                if start_at[partition] > ends[partition]:
-                    if not await self._offset_beyond_end(conn, partition, start_at[partition], ends[partition]):
-                        return  # halted: run_once() raises
-                    start_at[partition] = None
-        for partition in ordered:
-            self._generations[partition] = claimed[partition]["generation"]
-            if start_at[partition] is None:
-                self._kafka.seek_to_beginning(partition)
+        async with self.pool.acquire() as conn:
+            rows = await claim_partitions(conn, self.settings.kafka_consumer_group, self.member, ordered)
+        for row in rows:
+            partition = TopicPartition(row["topic"], row["partition"])
+            self._generations[partition] = row["generation"]
+            if row["next_offset"] is None:
+                await self._kafka.seek_to_beginning(partition)
             else:
-                self._kafka.seek(partition, start_at[partition])
+                self._kafka.seek(partition, row["next_offset"])
+                self._unchecked[partition] = row["next_offset"]
         log.info("consumer %s owns %s", self.member, ", ".join(map(_name, ordered)))
 
-    async def _offset_beyond_end(self, conn: asyncpg.Connection, partition: TopicPartition, stored: int,
-                                 end: int) -> bool:
-        """Apply the configured policy; True when the partition is to be replayed from its start."""
-        message = (f"{_name(partition)}: the stored offset {stored} is beyond the end of the partition ({end}); "
-                   f"was the topic wiped or recreated?")
+    async def _offset_beyond_end(self, partition: TopicPartition, stored: int, end: int) -> None:
+        """A stored offset past the partition's end (a wiped or recreated topic): the configured
+        policy decides, loudly."""
+        message = (f"{_name(partition)}: the stored offset {stored} is beyond the end of the partition "
+                   f"({end}); was the topic wiped or recreated?")
         if self.settings.consumer_offset_beyond_end == "fail":
             self._halt = ConsumerHalted(message + " Stopping (CONSUMER_OFFSET_BEYOND_END=fail). To read the "
                                         "partition again from its start, set CONSUMER_OFFSET_BEYOND_END=replay.")
             log.error("%s", self._halt)
-            return False
+            raise self._halt
         log.error("%s Replaying it from its beginning (CONSUMER_OFFSET_BEYOND_END=replay).", message)
-        await conn.execute(
-            "UPDATE consumer_offsets SET next_offset = NULL WHERE consumer_group = $1 AND topic = $2 AND partition = $3",
-            self.settings.kafka_consumer_group, partition.topic, partition.partition,
-        )
-        return True
+        async with self._batch_lock:
+            await self.pool.execute(
+                """
+                UPDATE consumer_offsets SET next_offset = NULL
+                WHERE consumer_group = $1 AND topic = $2 AND partition = $3 AND owner = $4 AND generation = $5
+                """,
+                self.settings.kafka_consumer_group, partition.topic, partition.partition, self.member,
+                self._generations.get(partition, -1),
+            )
+            await self._kafka.seek_to_beginning(partition)
 
     def release(self, partitions: set[TopicPartition]) -> None:
         for partition in partitions:
             self._generations.pop(partition, None)
+            self._unchecked.pop(partition, None)
+
+
+async def claim_partitions(conn: asyncpg.Connection, group: str, member: str,
+                           partitions: list[TopicPartition]) -> list[asyncpg.Record]:
+    """Make `member` the owner of these partitions under a new generation, which fences every
+    earlier owner; returns each partition's stored next offset and the new generation."""
+    return await conn.fetch(
+        """
+        INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset, owner, generation)
+        SELECT $1, topic, partition, NULL, $4, 1 FROM unnest($2::text[], $3::int[]) AS p(topic, partition)
+        ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET
+            owner = EXCLUDED.owner, generation = consumer_offsets.generation + 1
+        RETURNING topic, partition, next_offset, generation
+        """,
+        group, [p.topic for p in partitions], [p.partition for p in partitions], member,
+    )
 
 
 class _Ownership(ConsumerRebalanceListener):

@@ -12,7 +12,8 @@ from service.auth import SESSION_QUERY, STATE_QUERY
 
 REDACTED = "[redacted]"
 _SECRET_QUERY = (SESSION_QUERY, STATE_QUERY)
-_SESSION_PATH = re.compile(r"^(/api/sessions/)(?!logout$)[^/]+$")
+# What follows /api/sessions/ is a session id, unless it is exactly "logout".
+_SESSION_PATH = re.compile(r"^(/+api/+sessions/+)(?!logout$).+")
 
 
 def redacted_target(request: web.BaseRequest) -> str:

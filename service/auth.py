@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 import hashlib
-import json
 import secrets
 from typing import Any
 
@@ -15,7 +14,7 @@ from aiohttp import web
 from pydantic import ValidationError
 from yarl import URL
 
-from service import queries
+from service import jsontext, queries
 from service.errors import Forbidden, Unauthenticated
 from service.keys import POOL, SESSION, SETTINGS
 from service.openapi import OPERATION_ATTRIBUTE
@@ -81,7 +80,7 @@ async def _session_id_from_body(request: web.Request) -> str | None:
     if not request.can_read_body or request.content_type != "application/json":
         return None
     try:
-        body = json.loads(await request.read())
+        body = jsontext.loads(await request.read())
     except ValueError:
         return None  # the handler reports the bad body, once the caller is known
     value = body.get(SESSION_BODY_PROPERTY) if isinstance(body, dict) else None
@@ -138,6 +137,9 @@ def decode_identity(token: str, settings: Settings) -> IdentityClaims:
             token, key, algorithms=[algorithm], issuer=settings.jwt_issuer,
             audience=settings.jwt_audience, options={"require": ["exp", "sub"]},
         )
+    except jwt.MissingRequiredClaimError as exc:
+        raise Unauthenticated("The token lacks identity claims or has malformed ones.",
+                              [FieldError(field=exc.claim, location="token", message="missing")]) from None
     except jwt.InvalidTokenError as exc:
         raise Unauthenticated(f"The token was refused: {exc}.") from None
     try:

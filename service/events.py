@@ -6,20 +6,27 @@ publishers can add events before this service knows them.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal, Union
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 from pydantic.alias_generators import to_camel
 
-from service.models import Author, HostName, Identifier, Thumbnail
+from service.models import Author, HostName, Identifier, Thumbnail, nul_path
 
 SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
 
 
 class EventModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: object) -> object:
+        # PostgreSQL text cannot hold NUL: such an event is refused whole (and dead-lettered).
+        if (path := nul_path(data)) is not None:
+            raise ValueError(f"{path or 'value'} must not contain NUL characters")
+        return data
 
 
 class Envelope(EventModel):
@@ -105,7 +112,3 @@ KNOWN_TYPES = frozenset({"resource.version.published", "resource.imported", "res
 # Which topic carries each type, and which field is its key (for producers).
 RESOURCE_TYPES = frozenset({"resource.version.published", "resource.imported", "resource.deleted"})
 USER_TYPES = frozenset({"user.upserted"})
-
-
-def event_time(event: Event) -> datetime:
-    return event.occurred_at

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-import json
 from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from service import jsontext
 from service.auth import Session
 from service.errors import Forbidden, InvalidInput, invalid_input
 from service.keys import CURSORS, SESSION
-from service.models import FieldError, PageMeta
+from service.models import FieldError, Identifier, PageMeta
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -41,14 +41,27 @@ async def parse_body(request: web.Request, model: type[Model], *, required: bool
         raise InvalidInput("The body must be sent as application/json.",
                            [FieldError(field="Content-Type", location="header", message=request.content_type)])
     try:
-        document = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        document = jsontext.loads(raw)
+    except ValueError as exc:
         raise InvalidInput("The body is not valid JSON.",
                            [FieldError(field="body", location="body", message=str(exc))]) from None
     try:
         return model.model_validate(document)
     except ValidationError as exc:
         raise invalid_input(exc, "body") from None
+
+
+_IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
+
+
+def path_id(request: web.Request, name: str) -> str:
+    """An id from the path, checked like every other id."""
+    try:
+        return _IDENTIFIER.validate_python(request.match_info[name])
+    except ValidationError as exc:
+        message = exc.errors(include_url=False)[0]["msg"]
+        raise InvalidInput(f"Invalid path parameter {name}.", [FieldError(field=name, location="path",
+                                                                           message=message)]) from None
 
 
 def json_response(model: BaseModel, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -165,6 +165,8 @@ def main() -> None:
             "database_url": SecretStr(dsn), "kafka_bootstrap_servers": broker, "kafka_create_topics": True,
             # The broker keeps topics in memory: offsets stored by an earlier run lie beyond their end.
             "consumer_offset_beyond_end": "replay",
+            # The local broker holds a group join for half the session timeout: keep start-up quick.
+            "consumer_session_timeout_ms": 2000, "consumer_heartbeat_interval_ms": 200,
         })
         app = create_app(settings)
         sessions: dict[str, str] = {}

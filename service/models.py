@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic.alias_generators import to_camel
 
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
@@ -17,7 +17,32 @@ Identifier = Annotated[str, StringConstraints(min_length=1, max_length=200, patt
 HostName = Annotated[str, StringConstraints(max_length=253, pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::\d{1,5})?$")]
 
 
-class ApiModel(BaseModel):
+def nul_path(value: object, path: str = "") -> str | None:
+    """Where in a JSON-like value a NUL character is ("" for the value itself), or None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        inner = f"{path}.{key}" if path else str(key)
+        if "\x00" in str(key):
+            return inner
+        if (found := nul_path(item, inner)) is not None:
+            return found
+    return None
+
+
+class TextModel(BaseModel):
+    """Refuses NUL characters anywhere in its input: PostgreSQL text cannot hold them."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_nul(cls, value: object) -> object:
+        if nul_path(value) is not None:
+            raise ValueError("must not contain NUL characters")
+        return value
+
+
+class ApiModel(TextModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
 
 
@@ -148,7 +173,7 @@ class BodyWithSession(RequestModel):
     session_id: str | None = Field(None, description="Session id, when sent in the body.")
 
 
-class PageQuery(BaseModel):
+class PageQuery(TextModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     cursor: str | None = Field(None, min_length=1, description="From a previous page's `meta.cursor`.")
@@ -180,7 +205,7 @@ class SessionRequest(RequestModel):
     jwt_token: str = Field(alias="jwt_token", min_length=1, max_length=16384)
 
 
-class IdentityClaims(BaseModel):
+class IdentityClaims(TextModel):
     """The JWT claims that identify a user to `POST /api/sessions`."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     )
     kafka_topic_partitions: int = Field(6, ge=1, description="Partitions of topics created at start-up.")
     kafka_topic_replication_factor: int = Field(1, ge=1, description="Replication of topics created at start-up.")
+    consumer_session_timeout_ms: int = Field(
+        10_000, ge=1000, description="Consumer-group session timeout: how soon a silent member loses its partitions."
+    )
+    consumer_heartbeat_interval_ms: int = Field(3000, ge=100, description="Consumer-group heartbeat interval.")
     consumer_max_batch: int = Field(1000, ge=1, description="Most records the consumer applies in one transaction.")
     consumer_max_consecutive_failures: int = Field(
         100, ge=1, description="Consecutive dead-lettered messages that stop the consumer instead."

@@ -17,7 +17,7 @@ from yarl import URL
 from service import db
 from service.app import create_app
 from service.settings import Settings
-from tests.services import postgres_server
+from tests.services import kafka_broker, postgres_server
 
 JWT_SECRET = "test-jwt-secret-" + "s" * 16
 
@@ -68,3 +68,22 @@ def settings(database_url: str) -> Settings:
 async def client(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[TestClient]:
     async with TestClient(TestServer(create_app(settings)), cookie_jar=aiohttp.DummyCookieJar()) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    with kafka_broker(os.environ) as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture
+def consumer_settings(database_url: str, kafka_bootstrap: str) -> Settings:
+    """Settings with topics and a consumer group of this test's own."""
+    suffix = secrets.token_hex(4)
+    return make_settings(
+        database_url, kafka_bootstrap_servers=kafka_bootstrap, kafka_create_topics=True, kafka_topic_partitions=2,
+        kafka_resource_topic=f"resource-events-{suffix}", kafka_user_topic=f"user-events-{suffix}",
+        kafka_consumer_group=f"commons-users-{suffix}",
+        # Short group timeouts: the local broker holds a join for half the session timeout.
+        consumer_session_timeout_ms=2000, consumer_heartbeat_interval_ms=200,
+    )

@@ -1,7 +1,8 @@
-"""Where the tests get their PostgreSQL (and, later, their Kafka broker).
+"""Where the tests get their PostgreSQL and their Kafka-protocol broker.
 
-In this order: the URL in the environment when set; else a testcontainers container when a Docker
-engine answers; else the machine's local server.
+For each, in this order: the address in the environment (DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS)
+when set; else a testcontainers container when a Docker engine answers; else the machine's local
+PostgreSQL, and a Tansu broker started on a free loopback port.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from yarl import URL
 
 LOCAL_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 POSTGRES_IMAGE = "postgres:15-alpine"
+KAFKA_IMAGE = "confluentinc/cp-kafka:7.6.0"
 
 
 class Source(enum.Enum):
@@ -60,9 +62,27 @@ def postgres_server(env: Mapping[str, str]) -> Iterator[str]:
     if source is Source.ENVIRONMENT:
         yield env["DATABASE_URL"]
     elif source is Source.TESTCONTAINERS:
-        from testcontainers.postgres import PostgresContainer
+        from testcontainers.community.postgres import PostgresContainer
 
         with PostgresContainer(POSTGRES_IMAGE, driver=None) as container:
             yield container.get_connection_url()
     else:
         yield LOCAL_POSTGRES_URL
+
+
+@contextmanager
+def kafka_broker(env: Mapping[str, str]) -> Iterator[str]:
+    """Bootstrap servers of a Kafka-protocol broker on which the tests may create topics."""
+    source = choose_source(env, "KAFKA_BOOTSTRAP_SERVERS", lambda: docker_answers(env))
+    if source is Source.ENVIRONMENT:
+        yield env["KAFKA_BOOTSTRAP_SERVERS"]
+    elif source is Source.TESTCONTAINERS:
+        from testcontainers.community.kafka import KafkaContainer
+
+        with KafkaContainer(KAFKA_IMAGE) as container:
+            yield container.get_bootstrap_server()
+    else:
+        from consumers.tansu import tansu_broker
+
+        with tansu_broker() as bootstrap:
+            yield bootstrap

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from service import queries
 from service.errors import InvalidInput, NotFound
-from service.http import decode_cursor, json_response, own_session, page_meta, parse_body, parse_query
+from service.http import decode_cursor, json_response, own_session, page_meta, parse_body, parse_query, path_id
 from service.keys import POOL, SESSION
 from service.models import (
     Account, Author, FavoriteRequest, FieldError, PageMeta, PageQuery, Resource, ResourcePage, ResourcesQuery,
@@ -117,5 +117,5 @@ async def add_favorite(request: web.Request) -> web.Response:
 )
 async def remove_favorite(request: web.Request) -> web.Response:
     session = own_session(request)
-    await queries.remove_favorite(request.app[POOL], session.user_id, request.match_info["resourceId"])
+    await queries.remove_favorite(request.app[POOL], session.user_id, path_id(request, "resourceId"))
     return web.Response(status=204)

@@ -7,12 +7,11 @@ from datetime import datetime
 import asyncpg
 from aiohttp import web
 
-from service import ingest, queries
-from service.errors import InvalidInput, NotFound
+from service import queries, updates
 from service.handlers.resources import RESOURCE_ID, USER_ID, resource_from_row
-from service.http import decode_cursor, json_response, own_session, page_meta, parse_body, parse_query
+from service.http import decode_cursor, json_response, own_session, page_meta, parse_body, parse_query, path_id
 from service.keys import POOL
-from service.models import FieldError, IgnoreRequest, PageQuery, Update, UpdateCourse, UpdatePage
+from service.models import IgnoreRequest, PageQuery, Update, UpdateCourse, UpdatePage
 from service.openapi import operation
 
 
@@ -23,10 +22,6 @@ def update_from_row(row: asyncpg.Record) -> Update:
         courses=[UpdateCourse.model_validate(course) for course in row["courses"]],
         resource=resource_from_row(row),
     )
-
-
-def _no_update(resource_id: str) -> NotFound:
-    return NotFound(f"You have no available update for resource {resource_id!r}.")
 
 
 @operation(
@@ -50,10 +45,10 @@ async def list_updates(request: web.Request) -> web.Response:
 )
 async def get_update(request: web.Request) -> web.Response:
     session = own_session(request)
-    resource_id = request.match_info["resourceId"]
+    resource_id = path_id(request, "resourceId")
     row = await queries.available_update(request.app[POOL], session.user_id, resource_id)
     if row is None:
-        raise _no_update(resource_id)
+        raise updates.no_update(resource_id)
     return json_response(update_from_row(row))
 
 
@@ -66,20 +61,7 @@ async def get_update(request: web.Request) -> web.Response:
 )
 async def ignore_update(request: web.Request) -> web.Response:
     session = own_session(request)
-    resource_id = request.match_info["resourceId"]
     body = await parse_body(request, IgnoreRequest, required=False)
-    wanted = body.course_ids if body is not None and body.course_ids else None
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        # The same lock the consumer takes before changing the resource's updates: whichever comes
-        # second sees the other's effect.
-        latest = (await ingest.lock_resources(conn, [resource_id])).get(resource_id)
-        pending = await queries.pending_courses(conn, session.user_id, resource_id, latest) if latest else []
-        if not pending:
-            raise _no_update(resource_id)
-        if wanted is not None and (unknown := sorted(set(wanted) - set(pending))):
-            message = f"not pending for this update: {', '.join(unknown)}"
-            raise InvalidInput(f"Some courses are {message}.",
-                               [FieldError(field="courseIds", location="body", message=message)])
-        await queries.ignore_courses(conn, session.user_id, resource_id, wanted or pending, latest)
-        await ingest.refresh_pairs(conn, [(session.user_id, resource_id)])
+    course_ids = body.course_ids if body is not None else None
+    await updates.ignore_update(request.app[POOL], session.user_id, path_id(request, "resourceId"), course_ids)
     return web.Response(status=204)

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from service import queries
 from service.errors import Forbidden, NotFound
-from service.http import decode_cursor, json_response, page_meta, parse_query
+from service.http import decode_cursor, json_response, page_meta, parse_query, path_id
 from service.keys import POOL, SESSION
 from service.models import PageMeta, Profile, UserPage, UserSearchQuery, UserSummary
 from service.openapi import PathParameter, operation
@@ -27,7 +27,7 @@ def like_pattern(text: str) -> str:
 )
 async def get_profile(request: web.Request) -> web.Response:
     session = request[SESSION]
-    user_id = request.match_info["userId"]
+    user_id = path_id(request, "userId")
     row = await queries.user_in_account(request.app[POOL], user_id, session.account_id)
     if row is None:
         raise NotFound(f"No user {user_id!r} in your account.")

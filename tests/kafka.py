@@ -1,0 +1,58 @@
+"""Driving the real consumer against the real broker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+import json
+
+from aiokafka import AIOKafkaConsumer
+
+from consumers.consumer import EventConsumer
+from consumers.topics import produce_documents
+from service.events import Event
+from service.settings import Settings
+
+
+def document(event: Event) -> dict:
+    return event.model_dump(mode="json", by_alias=True)
+
+
+async def produce(settings: Settings, *events: Event) -> None:
+    await produce_documents(settings, [document(event) for event in events])
+
+
+async def consume_until(consumer: EventConsumer, condition, *, attempts: int = 100) -> None:
+    """Step the consumer until `condition()` (sync or async) holds."""
+    for _ in range(attempts):
+        result = condition()
+        if hasattr(result, "__await__"):
+            result = await result
+        if result:
+            return
+        await consumer.run_once(timeout_ms=200)
+    raise AssertionError("the consumer never reached the expected state")
+
+
+async def read_topic(settings: Settings, topic: str, count: int) -> list:
+    """The first `count` records of a topic (across its partitions)."""
+    reader = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap_servers,
+                              auto_offset_reset="earliest", enable_auto_commit=False, group_id=None)
+    await reader.start()
+    try:
+        records = []
+        for _ in range(50):
+            batches = await reader.getmany(timeout_ms=200)
+            records += [record for batch in batches.values() for record in batch]
+            if len(records) >= count:
+                return records
+        return records
+    finally:
+        await reader.stop()
+
+
+def raw_values(lines: Iterable[str]) -> list[bytes]:
+    return [line.encode() for line in lines]
+
+
+def dumps(value: object) -> bytes:
+    return json.dumps(value).encode()

@@ -1,0 +1,289 @@
+"""The consumer against the real broker and PostgreSQL: events in, rows and HTTP answers out."""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from consumers.consumer import ConsumerHalted, EventConsumer, Fenced, claim_partitions, decode
+from service.events import EVENT_ADAPTER
+from tests.conftest import JWT_SECRET
+from tests.factories import at, imported, login, published
+from tests.kafka import consume_until, document, produce, read_topic
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+async def consumer(consumer_settings, pool):
+    consumer = EventConsumer(consumer_settings, pool, member="member-1")
+    await consumer.start()
+    yield consumer
+    await consumer.stop()
+
+
+def user_upserted(user_id, **overrides):
+    return EVENT_ADAPTER.validate_python({
+        "eventId": f"00000000-0000-4000-8000-{abs(hash(user_id)) % 10**12:012d}", "type": "user.upserted",
+        "occurredAt": at(0).isoformat(), "schemaVersion": 1, "userId": user_id, "accountId": "acct-1",
+        "accountName": "Academy One", "name": f"Name {user_id}", "email": f"{user_id}@example.edu",
+        "canvasUserId": "42", "canvasApiDomain": "canvas.example.edu", "isAdmin": False, "roles": [], **overrides,
+    })
+
+
+async def stored_offsets(pool, settings):
+    rows = await pool.fetch("SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer_group = $1",
+                            settings.kafka_consumer_group)
+    return {(r["topic"], r["partition"]): r["next_offset"] or 0 for r in rows}
+
+
+async def test_events_become_what_users_see(consumer, consumer_settings, client, pool):
+    await produce(consumer_settings, user_upserted("u1"), user_upserted("u2", name="Colleague Two"),
+                  published("r1", 1, at_time=at(0)), imported("u1", "r1", "c1", at(1)),
+                  imported("u1", "r1", "c2", at(2)), published("r1", 2, at_time=at(10)))
+    await consume_until(consumer, lambda: pool.fetchval("SELECT count(*) = 1 FROM available_updates"))
+    headers = {"X-Session-ID": await login(pool, "u1")}
+
+    response = await client.get("/api/users/u1/updates/r1", headers=headers)
+    body = await response.json()
+    assert response.status == 200 and body["versionId"] == "r1-v2"
+    assert [c["courseId"] for c in body["courses"]] == ["c2", "c1"]
+    imports = await (await client.get("/api/resources?onlyImported=true", headers=headers)).json()
+    assert [r["id"] for r in imports["items"]] == ["r1"]
+    profile = await (await client.get("/api/users/u2/profile", headers=headers)).json()
+    assert profile == {"url": "https://canvas.example.edu/about/42"}
+
+    assert (await client.post("/api/users/u1/updates/r1/ignore", json={"courseIds": ["c1"]},
+                              headers=headers)).status == 204
+    await produce(consumer_settings, published("r1", 3, at_time=at(20)))
+    await consume_until(consumer, lambda: pool.fetchval("SELECT version_number = 3 FROM available_updates"))
+    body = await (await client.get("/api/users/u1/updates/r1", headers=headers)).json()
+    assert [c["courseId"] for c in body["courses"]] == ["c2", "c1"]  # the newer version re-pends c1
+
+    assert sum((await stored_offsets(pool, consumer_settings)).values()) == 7
+    assert consumer.counts["applied"] == 7
+
+
+async def test_poison_messages_are_dead_lettered_and_the_good_ones_applied(consumer, consumer_settings, pool):
+    topic = consumer_settings.kafka_resource_topic
+    good = [published("r1", 1), imported("u1", "r1", "c1", at(1)), published("r1", 2, at_time=at(5))]
+    unknown_type = {**document(good[0]), "type": "resource.renamed"}
+    future_schema = {**document(good[0]), "schemaVersion": 2}
+    missing_field = {k: v for k, v in document(good[1]).items() if k != "courseId"}
+    values = [json.dumps(document(good[0])).encode(), b"{not json", json.dumps(missing_field).encode(),
+              json.dumps(document(good[1])).encode(), json.dumps(unknown_type).encode(),
+              json.dumps(future_schema).encode(), b"[1, 2]", json.dumps(document(good[2])).encode()]
+    producer = AIOKafkaProducer(bootstrap_servers=consumer_settings.kafka_bootstrap_servers)
+    await producer.start()
+    for value in values:  # one key: one partition, in this order
+        await producer.send_and_wait(topic, value, key=b"r1")
+    await producer.stop()
+
+    await consume_until(consumer, lambda: pool.fetchval("SELECT count(*) = 1 FROM available_updates"))
+    await consume_until(consumer, lambda: consumer.counts["dead_lettered"] == 4)
+
+    dead = await read_topic(consumer_settings, topic + ".dlq", 4)
+    reasons = {record.value: dict(record.headers)["error"].decode() for record in dead}
+    assert set(reasons) == {b"{not json", json.dumps(missing_field).encode(), json.dumps(future_schema).encode(),
+                            b"[1, 2]"}
+    assert reasons[b"{not json"].startswith("invalid JSON")
+    assert "courseId" in reasons[json.dumps(missing_field).encode()]
+    assert "schemaVersion 2" in reasons[json.dumps(future_schema).encode()]
+    for record in dead:
+        headers = dict(record.headers)
+        assert headers["source-topic"] == topic.encode() and record.key == b"r1"
+        assert int(headers["source-offset"]) in range(8)
+    assert consumer.counts["skipped:resource.renamed"] == 1
+    assert sum((await stored_offsets(pool, consumer_settings)).values()) == 8
+
+
+async def test_a_run_of_failures_stops_the_consumer_instead(consumer_settings, pool):
+    settings = consumer_settings.model_copy(update={"consumer_max_consecutive_failures": 3})
+    consumer = EventConsumer(settings, pool, member="member-1")
+    await consumer.start()
+    try:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+        await producer.start()
+        for value in (json.dumps(document(published("r1", 1))).encode(), b"bad 1", b"bad 2", b"bad 3", b"bad 4"):
+            await producer.send_and_wait(settings.kafka_resource_topic, value, key=b"r1")
+        await producer.stop()
+        with pytest.raises(ConsumerHalted, match="3 consecutive messages failed"):
+            await consume_until(consumer, lambda: False)
+        with pytest.raises(ConsumerHalted):  # and it stays stopped
+            await consumer.run_once(timeout_ms=10)
+        assert max((await stored_offsets(pool, settings)).values()) <= 3  # never past the third failure
+    finally:
+        await consumer.stop()
+
+
+async def test_crash_after_the_database_commit_applies_nothing_twice(consumer_settings, pool):
+    await produce(consumer_settings, published("r1", 1), imported("u1", "r1", "c1", at(1)))
+    first = EventConsumer(consumer_settings, pool, member="first")
+    await first.start()
+    batches = {}
+    while sum(len(records) for records in batches.values()) < 2:
+        for partition, records in (await first.fetch(500)).items():
+            batches.setdefault(partition, []).extend(records)
+    for partition, records in batches.items():  # the database commit, then a crash: no Kafka commit
+        assert await first.apply(partition, records) == records[-1].offset + 1
+    await first.stop()
+
+    second = EventConsumer(consumer_settings, pool, member="second")
+    await second.start()
+    try:
+        await produce(consumer_settings, imported("u1", "r1", "c2", at(2)))
+        await consume_until(second, lambda: second.counts["applied"] >= 1)
+        for _ in range(3):
+            await second.run_once(timeout_ms=200)
+        assert second.counts["applied"] == 1  # only the new event: the two were not applied again
+    finally:
+        await second.stop()
+    assert await pool.fetchval("SELECT count(*) FROM imports") == 2
+
+
+async def test_crash_before_the_database_commit_loses_nothing(consumer_settings, pool):
+    await produce(consumer_settings, published("r1", 1), imported("u1", "r1", "c1", at(1)))
+    first = EventConsumer(consumer_settings, pool, member="first")
+    await first.start()
+    fetched = 0
+    while fetched < 2:
+        fetched += sum(len(records) for records in (await first.fetch(500)).values())
+    await first.stop()  # crashed holding the batch
+
+    second = EventConsumer(consumer_settings, pool, member="second")
+    await second.start()
+    try:
+        await consume_until(second, lambda: second.counts["applied"] == 2)
+    finally:
+        await second.stop()
+    assert await pool.fetchval("SELECT count(*) FROM imports") == 1
+
+
+async def test_a_revoked_owner_cannot_commit_late(consumer, consumer_settings, pool):
+    await produce(consumer_settings, published("r1", 1))
+    batches = {}
+    while not batches:
+        batches = await consumer.fetch(500)
+    (partition, records), = batches.items()
+    async with pool.acquire() as conn:  # another member is assigned the partition meanwhile
+        await claim_partitions(conn, consumer_settings.kafka_consumer_group, "member-2", [partition])
+    with pytest.raises(Fenced):
+        await consumer.commit_batch(partition, [decode(r) for r in records], records[-1].offset + 1)
+    assert await pool.fetchval("SELECT count(*) FROM resources") == 0
+    assert await consumer.consume(batches) == 0  # the loop drops the batch and goes on
+    assert consumer.counts["fenced_batches"] == 1
+
+
+async def test_two_members_share_the_partitions_and_apply_each_event_once(consumer_settings, pool):
+    members = [EventConsumer(consumer_settings, pool, member=f"member-{n}") for n in (1, 2)]
+    for member in members:
+        await member.start()
+    try:
+        events = [imported(f"u{n}", f"r{n % 5}", "c1", at(n)) for n in range(40)]
+        await produce(consumer_settings, *events)
+        for _ in range(100):
+            await asyncio.gather(*(member.run_once(timeout_ms=100) for member in members))
+            if sum(member.counts["applied"] for member in members) >= 40:
+                break
+        assert sum(member.counts["applied"] for member in members) == 40
+        assert members[0].assignment.isdisjoint(members[1].assignment)
+    finally:
+        for member in members:
+            await member.stop()
+    assert await pool.fetchval("SELECT count(*) FROM imports") == 40
+
+
+async def test_missing_topics_are_created_when_configured(consumer, consumer_settings):
+    admin = AIOKafkaAdminClient(bootstrap_servers=consumer_settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        topics = set(await admin.list_topics())
+    finally:
+        await admin.close()
+    resource, user = consumer_settings.kafka_resource_topic, consumer_settings.kafka_user_topic
+    assert {resource, user, resource + ".dlq", user + ".dlq"} <= topics
+
+
+async def test_a_stored_offset_beyond_the_log_end_stops_the_consumer(consumer_settings, pool):
+    async with pool.acquire() as conn:
+        await claim_partitions(conn, consumer_settings.kafka_consumer_group, "old",
+                               [TopicPartition(consumer_settings.kafka_resource_topic, 0)])
+        await conn.execute("UPDATE consumer_offsets SET next_offset = 1000")
+    consumer = EventConsumer(consumer_settings, pool, member="member-1")
+    await consumer.start()
+    try:
+        with pytest.raises(ConsumerHalted, match="beyond the end"):
+            await consume_until(consumer, lambda: False)
+    finally:
+        await consumer.stop()
+
+    replaying = EventConsumer(consumer_settings.model_copy(update={"consumer_offset_beyond_end": "replay"}),
+                              pool, member="member-2")
+    await replaying.start()
+    try:
+        await produce(consumer_settings, published("r1", 1))
+        await consume_until(replaying, lambda: replaying.counts["applied"] == 1)
+    finally:
+        await replaying.stop()
+
+
+def test_produce_command_publishes_a_file_and_refuses_bad_lines(consumer_settings, tmp_path):
+    env = {**os.environ, "JWT_SECRET": JWT_SECRET, "DATABASE_URL": consumer_settings.database_url.get_secret_value(),
+           "KAFKA_BOOTSTRAP_SERVERS": consumer_settings.kafka_bootstrap_servers,
+           "KAFKA_RESOURCE_TOPIC": consumer_settings.kafka_resource_topic,
+           "KAFKA_USER_TOPIC": consumer_settings.kafka_user_topic}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(document(published("r1", 1))) + "\n{oops\n" + json.dumps({"type": "x"}) + "\n")
+    result = subprocess.run([sys.executable, "-m", "service", "produce", str(bad)], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode != 0 and "line 2" in result.stderr
+
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(json.dumps(document(e)) + "\n" for e in (published("r1", 1), user_upserted("u1"))))
+    result = subprocess.run([sys.executable, "-m", "service", "produce", str(good)], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "produced 2 events" in result.stdout
+    resource_records = asyncio.run(read_topic(consumer_settings, consumer_settings.kafka_resource_topic, 1))
+    assert [r.key for r in resource_records] == [b"r1"]
+
+
+def test_sigterm_finishes_commits_and_leaves(consumer_settings, pool):
+    env = {**os.environ, "JWT_SECRET": JWT_SECRET, "DATABASE_URL": consumer_settings.database_url.get_secret_value(),
+           "KAFKA_BOOTSTRAP_SERVERS": consumer_settings.kafka_bootstrap_servers, "KAFKA_CREATE_TOPICS": "true",
+           "KAFKA_RESOURCE_TOPIC": consumer_settings.kafka_resource_topic,
+           "KAFKA_USER_TOPIC": consumer_settings.kafka_user_topic,
+           "KAFKA_CONSUMER_GROUP": consumer_settings.kafka_consumer_group}
+    process = subprocess.Popen([sys.executable, "-m", "service", "consumer"], env=env, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        asyncio.run(produce(consumer_settings, *(imported("u1", "r1", f"c{n}", at(n)) for n in range(20))))
+
+        async def count():
+            import asyncpg
+            conn = await asyncpg.connect(consumer_settings.database_url.get_secret_value())
+            try:
+                return await conn.fetchval("SELECT count(*) FROM imports")
+            finally:
+                await conn.close()
+
+        for _ in range(200):
+            if asyncio.run(count()) == 20:
+                break
+            import time
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
+        stderr = process.stderr.read()
+        process.stderr.close()
+    assert "left the group" in stderr
+    assert asyncio.run(count()) == 20
