@@ -209,31 +209,11 @@ class EventConsumer:
         self.counts["dead_lettered"] += len(failures)
 
     async def commit_batch(self, partition: TopicPartition, decoded: list[Decoded], next_offset: int) -> ingest.Applied:
-        """Apply the events and store the partition's next offset in one transaction, if this
-        member still owns the partition."""
         async with self.pool.acquire() as conn, conn.transaction():
-            stored = await conn.fetchrow(
-                """
-                SELECT next_offset FROM consumer_offsets
-                WHERE consumer_group = $1 AND topic = $2 AND partition = $3 AND owner = $4 AND generation = $5
-                FOR UPDATE
-                """,
-                self.settings.kafka_consumer_group, partition.topic, partition.partition, self.member,
-                self._generations.get(partition, -1),
+            return await commit_partition_batch(
+                conn, self.settings.kafka_consumer_group, self.member, self._generations.get(partition, -1),
+                partition, decoded, next_offset,
             )
-            if stored is None:
-                raise Fenced(partition)
-            start = stored["next_offset"]
-            events = [d.event for d in decoded if d.event is not None and (start is None or d.record.offset >= start)]
-            applied = await ingest.apply_events(conn, events)
-            await conn.execute(
-                """
-                UPDATE consumer_offsets SET next_offset = $4
-                WHERE consumer_group = $1 AND topic = $2 AND partition = $3
-                """,
-                self.settings.kafka_consumer_group, partition.topic, partition.partition, next_offset,
-            )
-        return applied
 
     async def _commit_to_kafka(self, partition: TopicPartition, next_offset: int) -> None:
         try:
@@ -284,6 +264,33 @@ class EventConsumer:
         for partition in partitions:
             self._generations.pop(partition, None)
             self._unchecked.pop(partition, None)
+
+
+async def commit_partition_batch(
+    conn: asyncpg.Connection, group: str, member: str, generation: int, partition: TopicPartition,
+    decoded: list[Decoded], next_offset: int,
+) -> ingest.Applied:
+    """Inside the caller's transaction: apply the events and store the partition's next offset, if
+    `member` still holds the partition under `generation` (else Fenced). The offset row is locked
+    first, so a new owner's claim waits for this commit, or this commit sees the claim."""
+    stored = await conn.fetchrow(
+        """
+        SELECT next_offset FROM consumer_offsets
+        WHERE consumer_group = $1 AND topic = $2 AND partition = $3 AND owner = $4 AND generation = $5
+        FOR UPDATE
+        """,
+        group, partition.topic, partition.partition, member, generation,
+    )
+    if stored is None:
+        raise Fenced(partition)
+    start = stored["next_offset"]  # records before it were applied already (NULL: none were)
+    events = [d.event for d in decoded if d.event is not None and (start is None or d.record.offset >= start)]
+    applied = await ingest.apply_events(conn, events)
+    await conn.execute(
+        "UPDATE consumer_offsets SET next_offset = $4 WHERE consumer_group = $1 AND topic = $2 AND partition = $3",
+        group, partition.topic, partition.partition, next_offset,
+    )
+    return applied
 
 
 async def claim_partitions(conn: asyncpg.Connection, group: str, member: str,
