@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from consumers.topics import dead_letter_topic, ensure_topics, event_topics
 from service import ingest, jsontext
-from service.events import EVENT_ADAPTER, KNOWN_TYPES, SUPPORTED_SCHEMA_VERSIONS, Envelope, Event
+from service.events import EVENT_ADAPTER, KNOWN_TYPES, SUPPORTED_SCHEMA_VERSIONS, Envelope, Event, partition_key
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,17 @@ class ConsumerHalted(RuntimeError):
 
 
 class Fenced(Exception):
-    """The partition now belongs to another member (or another generation of this one)."""
+    """The partition now belongs to another member (or another generation of this one), or the
+    batch does not continue from the stored offset."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Records of one partition, fetched while this member held it under `generation`."""
+
+    partition: TopicPartition
+    generation: int
+    records: list[ConsumerRecord]
 
 
 @dataclass(frozen=True)
@@ -63,11 +73,15 @@ def decode(record: ConsumerRecord) -> Decoded:
             return Decoded(record, failure=f"unsupported schemaVersion {envelope.schema_version}")
         if envelope.type not in KNOWN_TYPES:
             return Decoded(record, unknown_type=envelope.type)
-        return Decoded(record, event=EVENT_ADAPTER.validate_python(document))
+        event = EVENT_ADAPTER.validate_python(document)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}"
                              for e in exc.errors(include_url=False))
         return Decoded(record, failure=f"schema: {problems}")
+    key = partition_key(event)
+    if record.key is None or record.key.decode(errors="replace") != key:
+        return Decoded(record, failure=f"the message key must be {key!r}, the id the event is about")
+    return Decoded(record, event=event)
 
 
 class EventConsumer:
@@ -77,11 +91,12 @@ class EventConsumer:
         self.member = member or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.counts: Counter[str] = Counter()
         self._generations: dict[TopicPartition, int] = {}
+        # Consecutive dead letters per partition, as stored with its offset.
+        self._failures: dict[TopicPartition, int] = {}
         # Stored offsets not yet compared with the partition's end (known from the first fetch).
         self._unchecked: dict[TopicPartition, int] = {}
         self._batch_lock = asyncio.Lock()  # a rebalance waits for the batch in hand
         self._halt: ConsumerHalted | None = None
-        self._consecutive_failures = 0
         self._kafka = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers, group_id=settings.kafka_consumer_group,
             # Every partition is positioned explicitly (see claim), and fetch() catches a stored
@@ -120,9 +135,10 @@ class EventConsumer:
         return the number of records consumed."""
         return await self.consume(await self.fetch(timeout_ms))
 
-    async def fetch(self, timeout_ms: int) -> dict[TopicPartition, list[ConsumerRecord]]:
+    async def fetch(self, timeout_ms: int) -> list[Batch]:
         self._raise_if_halted()
-        batches = await self._kafka.getmany(timeout_ms=timeout_ms, max_records=self.settings.consumer_max_batch)
+        fetched = await self._kafka.getmany(timeout_ms=timeout_ms, max_records=self.settings.consumer_max_batch)
+        self._raise_if_halted()
         # A stored position past the end of its partition is answered by Kafka with a reset to the
         # beginning, by some brokers with nothing at all: compare it with the end the fetch reported.
         for partition, stored in list(self._unchecked.items()):
@@ -131,40 +147,42 @@ class EventConsumer:
                 del self._unchecked[partition]
                 if stored > end:
                     await self._offset_beyond_end(partition, stored, end)
-                    batches.pop(partition, None)  # replayed from the beginning by the next fetch
-        return batches
+                    fetched.pop(partition, None)  # replayed from the beginning by the next fetch
+        return [Batch(partition, self._generations.get(partition, -1), records)
+                for partition, records in fetched.items() if records]
 
-    async def consume(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> int:
+    async def consume(self, batches: list[Batch]) -> int:
         consumed = 0
-        for partition, records in batches.items():
-            next_offset = await self.apply(partition, records)
+        for batch in batches:
+            next_offset = await self.apply(batch)
             if next_offset is not None:
-                await self._commit_to_kafka(partition, next_offset)
-                consumed += len(records)
+                await self._commit_to_kafka(batch.partition, next_offset)
+                consumed += len(batch.records)
         return consumed
 
     def _raise_if_halted(self) -> None:
         if self._halt is not None:
             raise self._halt
 
-    async def apply(self, partition: TopicPartition, records: list[ConsumerRecord]) -> int | None:
+    async def apply(self, batch: Batch) -> int | None:
         """Dead-letter what does not decode, then apply the rest with the partition's new offset in
-        one transaction. Returns that offset, or None when the partition is no longer ours."""
+        one transaction. Returns that offset, or None when the batch was refused (fenced)."""
+        partition = batch.partition
         async with self._batch_lock:  # a rebalance waits until the batch in hand is committed
-            if partition not in self._generations:
-                return None  # revoked since the fetch
-            decoded = [decode(record) for record in records]
-            consecutive = self._count_failures(partition, decoded)
+            decoded = [decode(record) for record in batch.records]
+            failures = self._count_failures(partition, decoded)
             await self._dead_letter([d for d in decoded if d.failure is not None])
-            next_offset = records[-1].offset + 1
+            next_offset = batch.records[-1].offset + 1
             try:
-                applied = await self.commit_batch(partition, decoded, next_offset)
-            except Fenced:
-                log.warning("%s: lost to another member before committing; %d records left to it",
-                            _name(partition), len(records))
+                applied = await self._commit(batch, decoded, next_offset, failures)
+            except Fenced as exc:
+                log.warning("%s: batch at offset %d refused (%s); it will be read again by the partition's owner",
+                            _name(partition), batch.records[0].offset, exc)
                 self.counts["fenced_batches"] += 1
+                if partition in self._generations:
+                    await self._rewind(partition)
                 return None
-        self._consecutive_failures = consecutive
+            self._failures[partition] = failures
         for d in decoded:
             if d.unknown_type is not None:
                 self.counts[f"skipped:{d.unknown_type}"] += 1
@@ -172,10 +190,37 @@ class EventConsumer:
         self.counts["fanned_out_rows"] += applied.fanned_out_rows
         return next_offset
 
+    async def _commit(self, batch: Batch, decoded: list[Decoded], next_offset: int, failures: int) -> ingest.Applied:
+        args = (self.settings.kafka_consumer_group, self.member, batch.generation, batch.partition, decoded,
+                next_offset, failures)
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                return await commit_partition_batch(conn, *args)
+        except UNAPPLICABLE as exc:
+            # Some value passed validation but not PostgreSQL: find the events at fault, one by one.
+            log.warning("%s: batch at offset %d failed (%s); applying its events one by one",
+                        _name(batch.partition), batch.records[0].offset, exc)
+        async with self.pool.acquire() as conn, conn.transaction():
+            committed = await commit_partition_batch(conn, *args, one_by_one=True)
+            await self._dead_letter(committed.refused)  # before the commit: never lost
+            return committed
+
+    async def _rewind(self, partition: TopicPartition) -> None:
+        """Seek back to the stored offset, so that a refused batch is read again."""
+        stored = await self.pool.fetchval(
+            "SELECT next_offset FROM consumer_offsets WHERE consumer_group = $1 AND topic = $2 AND partition = $3",
+            self.settings.kafka_consumer_group, partition.topic, partition.partition,
+        )
+        if stored is None:
+            await self._kafka.seek_to_beginning(partition)
+        else:
+            self._kafka.seek(partition, stored)
+
     def _count_failures(self, partition: TopicPartition, decoded: list[Decoded]) -> int:
-        """The run of consecutive failures after this batch; halts before anything is written when
-        it reaches the limit (a bad deploy upstream must not dead-letter the whole stream)."""
-        run = self._consecutive_failures
+        """The partition's run of consecutive failures after this batch; halts before anything is
+        written when it reaches the limit (a bad deploy upstream must not dead-letter the stream).
+        The run is stored with the offset, so a restart does not reset it."""
+        run = self._failures.get(partition, 0)
         limit = self.settings.consumer_max_consecutive_failures
         for d in decoded:
             run = run + 1 if d.failure is not None else 0
@@ -208,13 +253,6 @@ class EventConsumer:
             await sent
         self.counts["dead_lettered"] += len(failures)
 
-    async def commit_batch(self, partition: TopicPartition, decoded: list[Decoded], next_offset: int) -> ingest.Applied:
-        async with self.pool.acquire() as conn, conn.transaction():
-            return await commit_partition_batch(
-                conn, self.settings.kafka_consumer_group, self.member, self._generations.get(partition, -1),
-                partition, decoded, next_offset,
-            )
-
     async def _commit_to_kafka(self, partition: TopicPartition, next_offset: int) -> None:
         try:
             await self._kafka.commit({partition: next_offset})
@@ -231,6 +269,7 @@ class EventConsumer:
         for row in rows:
             partition = TopicPartition(row["topic"], row["partition"])
             self._generations[partition] = row["generation"]
+            self._failures[partition] = row["consecutive_failures"]
             if row["next_offset"] is None:
                 await self._kafka.seek_to_beginning(partition)
             else:
@@ -263,16 +302,35 @@ class EventConsumer:
     def release(self, partitions: set[TopicPartition]) -> None:
         for partition in partitions:
             self._generations.pop(partition, None)
+            self._failures.pop(partition, None)
             self._unchecked.pop(partition, None)
+
+    def halt(self, reason: str) -> None:
+        self._halt = ConsumerHalted(reason)
+        log.error("%s", reason)
+
+
+# What PostgreSQL may still refuse in a validated event (a value out of a column's range, say).
+UNAPPLICABLE = (asyncpg.DataError, asyncpg.ProgramLimitExceededError, asyncpg.IntegrityConstraintViolationError)
+
+
+@dataclass(frozen=True)
+class Committed(ingest.Applied):
+    refused: list[Decoded]
 
 
 async def commit_partition_batch(
     conn: asyncpg.Connection, group: str, member: str, generation: int, partition: TopicPartition,
-    decoded: list[Decoded], next_offset: int,
-) -> ingest.Applied:
-    """Inside the caller's transaction: apply the events and store the partition's next offset, if
-    `member` still holds the partition under `generation` (else Fenced). The offset row is locked
-    first, so a new owner's claim waits for this commit, or this commit sees the claim."""
+    decoded: list[Decoded], next_offset: int, failures: int = 0, *, one_by_one: bool = False,
+) -> Committed:
+    """Inside the caller's transaction: apply the events and store the partition's next offset.
+
+    Refused (Fenced) unless `member` still holds the partition under `generation` (the generation
+    it held when the records were fetched) and the batch continues from the stored offset. The
+    offset row is locked first, so a new owner's claim waits for this commit, or this commit sees
+    the claim. `one_by_one` applies each event under a savepoint and returns those PostgreSQL
+    refused, to be dead-lettered.
+    """
     stored = await conn.fetchrow(
         """
         SELECT next_offset FROM consumer_offsets
@@ -282,28 +340,45 @@ async def commit_partition_batch(
         group, partition.topic, partition.partition, member, generation,
     )
     if stored is None:
-        raise Fenced(partition)
+        raise Fenced("the partition belongs to another member now")
     start = stored["next_offset"]  # records before it were applied already (NULL: none were)
-    events = [d.event for d in decoded if d.event is not None and (start is None or d.record.offset >= start)]
-    applied = await ingest.apply_events(conn, events)
+    if start is not None and decoded[0].record.offset > start:
+        raise Fenced(f"the batch starts at {decoded[0].record.offset}, after the stored offset {start}")
+    fresh = [d for d in decoded if d.event is not None and (start is None or d.record.offset >= start)]
+    refused: list[Decoded] = []
+    if not one_by_one:
+        applied = await ingest.apply_events(conn, [d.event for d in fresh])
+    else:
+        applied = ingest.Applied(events=0, fanned_out_rows=0)
+        for d in fresh:
+            try:
+                async with conn.transaction():
+                    one = await ingest.apply_events(conn, [d.event])
+            except UNAPPLICABLE as exc:
+                refused.append(Decoded(d.record, failure=f"refused by the database: {exc}"))
+                continue
+            applied = ingest.Applied(applied.events + one.events, applied.fanned_out_rows + one.fanned_out_rows)
     await conn.execute(
-        "UPDATE consumer_offsets SET next_offset = $4 WHERE consumer_group = $1 AND topic = $2 AND partition = $3",
-        group, partition.topic, partition.partition, next_offset,
+        """
+        UPDATE consumer_offsets SET next_offset = greatest(next_offset, $4), consecutive_failures = $5
+        WHERE consumer_group = $1 AND topic = $2 AND partition = $3
+        """,
+        group, partition.topic, partition.partition, next_offset, failures,
     )
-    return applied
+    return Committed(applied.events, applied.fanned_out_rows, refused)
 
 
 async def claim_partitions(conn: asyncpg.Connection, group: str, member: str,
                            partitions: list[TopicPartition]) -> list[asyncpg.Record]:
     """Make `member` the owner of these partitions under a new generation, which fences every
-    earlier owner; returns each partition's stored next offset and the new generation."""
+    earlier owner; returns each partition's stored next offset, failure run and new generation."""
     return await conn.fetch(
         """
         INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset, owner, generation)
         SELECT $1, topic, partition, NULL, $4, 1 FROM unnest($2::text[], $3::int[]) AS p(topic, partition)
         ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET
             owner = EXCLUDED.owner, generation = consumer_offsets.generation + 1
-        RETURNING topic, partition, next_offset, generation
+        RETURNING topic, partition, next_offset, consecutive_failures, generation
         """,
         group, [p.topic for p in partitions], [p.partition for p in partitions], member,
     )
@@ -319,7 +394,10 @@ class _Ownership(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         async with self._consumer._batch_lock:
-            await self._consumer.claim(set(assigned))
+            try:
+                await self._consumer.claim(set(assigned))
+            except Exception as exc:  # aiokafka would only log it, leaving the partitions unread
+                self._consumer.halt(f"could not take ownership of {sorted(assigned)}: {exc!r}")
 
 
 def _name(partition: TopicPartition) -> str:

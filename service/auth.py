@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 import hashlib
 import secrets
+from uuid import UUID
 from typing import Any
 
 import asyncpg
@@ -14,7 +15,8 @@ from aiohttp import web
 from pydantic import ValidationError
 from yarl import URL
 
-from service import jsontext, queries
+from service import ingest, jsontext, queries
+from service.events import UserUpserted
 from service.errors import Forbidden, Unauthenticated
 from service.keys import POOL, SESSION, SETTINGS
 from service.openapi import OPERATION_ATTRIBUTE
@@ -150,13 +152,27 @@ def decode_identity(token: str, settings: Settings) -> IdentityClaims:
         raise Unauthenticated("The token lacks identity claims or has malformed ones.", errors) from None
 
 
-async def create_session(pool: asyncpg.Pool, claims: IdentityClaims, ttl_seconds: int,
-                         issued_at: datetime | None = None) -> tuple[str, Session]:
+def identity_as_event(claims: IdentityClaims) -> UserUpserted:
+    """The token's identity as a directory entry, dated by its `iat`. A token without `iat`
+    creates a missing user but never overwrites what the directory (user events) says."""
+    issued_at = datetime.fromtimestamp(claims.iat, timezone.utc) if claims.iat is not None else _LONG_AGO
+    return UserUpserted(
+        event_id=UUID(int=0), type="user.upserted", occurred_at=issued_at, schema_version=1,
+        user_id=claims.sub, account_id=claims.account_id, account_name=claims.account_name, name=claims.name,
+        email=claims.email, avatar_url=claims.avatar_url, canvas_user_id=claims.canvas_user_id,
+        canvas_api_domain=claims.canvas_api_domain, is_admin=claims.is_admin, roles=claims.roles,
+    )
+
+
+_LONG_AGO = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+async def create_session(pool: asyncpg.Pool, claims: IdentityClaims, ttl_seconds: int) -> tuple[str, Session]:
     """Upsert the user and open a session; returns the secret id and the session."""
     session_id = new_session_id()
     id_hash = hash_session_id(session_id)
     async with pool.acquire() as conn, conn.transaction():
-        await queries.upsert_user(conn, claims, issued_at or datetime.now(timezone.utc))
+        await ingest.upsert_users(conn, [identity_as_event(claims)])
         await queries.insert_session(conn, id_hash, claims.sub, ttl_seconds)
         row = await queries.live_session(conn, id_hash)
     assert row is not None

@@ -9,10 +9,12 @@ from __future__ import annotations
 from typing import Annotated, Literal, Union
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 from pydantic.alias_generators import to_camel
 
-from service.models import Author, HostName, Identifier, Thumbnail, nul_path
+from service.models import (
+    UNSTORABLE_TEXT, Author, HostName, Identifier, LongText, Text, Thumbnail, UtcDatetime, unstorable_text_path,
+)
 
 SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
 
@@ -23,9 +25,9 @@ class EventModel(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _no_nul(cls, data: object) -> object:
-        # PostgreSQL text cannot hold NUL: such an event is refused whole (and dead-lettered).
-        if (path := nul_path(data)) is not None:
-            raise ValueError(f"{path or 'value'} must not contain NUL characters")
+        # Text PostgreSQL cannot store would fail the whole batch: such an event is dead-lettered.
+        if (path := unstorable_text_path(data)) is not None:
+            raise ValueError(f"{path or 'value'} {UNSTORABLE_TEXT}")
         return data
 
 
@@ -33,73 +35,69 @@ class Envelope(EventModel):
     """What every event carries; read first, to route or skip the event."""
 
     event_id: UUID
-    type: str = Field(min_length=1)
-    occurred_at: AwareDatetime
+    type: str = Field(min_length=1, max_length=200)
+    occurred_at: UtcDatetime
     schema_version: int
-
-
-class _Event(Envelope):
-    pass
 
 
 class AccountRef(EventModel):
     id: Identifier
-    name: str
+    name: Text
 
 
 class ResourceDocument(EventModel):
     """The resource as of a version, as the API shows it."""
 
-    title: str
-    description: str = ""
-    type: str
+    title: Text
+    description: LongText = ""
+    type: Text
     account: AccountRef
-    authors: list[Author] = []
-    tags: list[str] = []
+    authors: list[Author] = Field([], max_length=100)
+    tags: list[Text] = Field([], max_length=100)
     thumbnail: Thumbnail | None = None
-    create_date: AwareDatetime
-    update_date: AwareDatetime
+    create_date: UtcDatetime
+    update_date: UtcDatetime
 
 
-class ResourceVersionPublished(_Event):
+class ResourceVersionPublished(Envelope):
     type: Literal["resource.version.published"]
     resource_id: Identifier
     version_id: Identifier
     version_number: int = Field(ge=1, le=2**31 - 1)
-    version_notes: str = ""
-    published_at: AwareDatetime
+    version_notes: LongText = ""
+    published_at: UtcDatetime
     resource: ResourceDocument
 
 
-class ResourceImported(_Event):
+class ResourceImported(Envelope):
     type: Literal["resource.imported"]
     resource_id: Identifier
     user_id: Identifier
     course_id: Identifier
-    course_name: str
+    course_name: Text
     version_id: Identifier
     version_number: int = Field(ge=1, le=2**31 - 1)
-    imported_at: AwareDatetime
+    imported_at: UtcDatetime
 
 
-class ResourceDeleted(_Event):
+class ResourceDeleted(Envelope):
     type: Literal["resource.deleted"]
     resource_id: Identifier
-    deleted_at: AwareDatetime
+    deleted_at: UtcDatetime
 
 
-class UserUpserted(_Event):
+class UserUpserted(Envelope):
     type: Literal["user.upserted"]
     user_id: Identifier
     account_id: Identifier
-    account_name: str
-    name: str = Field(min_length=1)
-    email: str
-    avatar_url: str | None = None
+    account_name: Text
+    name: Text = Field(min_length=1)
+    email: Text
+    avatar_url: Text | None = None
     canvas_user_id: Identifier | None = None
     canvas_api_domain: HostName | None = None
     is_admin: bool = False
-    roles: list[str] = []
+    roles: list[Text] = Field([], max_length=50)
 
 
 Event = Annotated[
@@ -112,3 +110,9 @@ KNOWN_TYPES = frozenset({"resource.version.published", "resource.imported", "res
 # Which topic carries each type, and which field is its key (for producers).
 RESOURCE_TYPES = frozenset({"resource.version.published", "resource.imported", "resource.deleted"})
 USER_TYPES = frozenset({"user.upserted"})
+
+
+def partition_key(event: Event) -> str:
+    """The key the event must be published under: all of a resource's events, or a user's, then
+    share a partition and are applied one batch after another."""
+    return event.user_id if isinstance(event, UserUpserted) else event.resource_id

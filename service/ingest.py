@@ -7,7 +7,7 @@ redeliveries:
 - a resource keeps its highest (versionNumber, eventId);
 - an import keeps its latest (importedAt, versionNumber, versionId, courseName);
 - a deletion is final;
-- a user keeps its latest occurredAt.
+- a user keeps its latest (occurredAt, eventId).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ async def apply_events(conn: asyncpg.Connection, events: Sequence[Event]) -> App
     if imported:
         fanned_out += await refresh_pairs(conn, {(e.user_id, e.resource_id) for e in imported})
     if users:
-        await _upsert_users(conn, users)
+        await upsert_users(conn, users)
     return Applied(events=len(events), fanned_out_rows=fanned_out)
 
 
@@ -159,29 +159,31 @@ async def _record_imports(conn: asyncpg.Connection, imported: Sequence[ResourceI
     )
 
 
-async def _upsert_users(conn: asyncpg.Connection, users: Sequence[UserUpserted]) -> None:
+async def upsert_users(conn: asyncpg.Connection, users: Sequence[UserUpserted]) -> None:
+    """Write user identities, each unless a newer one (by occurredAt, then eventId) is there."""
     await conn.execute(
         """
         INSERT INTO users (id, account_id, account_name, name, email, avatar_url, canvas_user_id,
-                           canvas_api_domain, is_admin, roles, updated_at)
+                           canvas_api_domain, is_admin, roles, updated_at, event_id)
         SELECT DISTINCT ON (id) id, account_id, account_name, name, email, avatar_url, canvas_user_id,
-               canvas_api_domain, is_admin, ARRAY(SELECT jsonb_array_elements_text(roles::jsonb)), updated_at
+               canvas_api_domain, is_admin, ARRAY(SELECT jsonb_array_elements_text(roles::jsonb)), updated_at,
+               event_id
         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                    $8::text[], $9::bool[], $10::text[], $11::timestamptz[])
+                    $8::text[], $9::bool[], $10::text[], $11::timestamptz[], $12::uuid[])
              AS e(id, account_id, account_name, name, email, avatar_url, canvas_user_id, canvas_api_domain,
-                  is_admin, roles, updated_at)
-        ORDER BY id, updated_at DESC
+                  is_admin, roles, updated_at, event_id)
+        ORDER BY id, updated_at DESC, event_id DESC
         ON CONFLICT (id) DO UPDATE SET
             account_id = EXCLUDED.account_id, account_name = EXCLUDED.account_name, name = EXCLUDED.name,
             email = EXCLUDED.email, avatar_url = EXCLUDED.avatar_url, canvas_user_id = EXCLUDED.canvas_user_id,
             canvas_api_domain = EXCLUDED.canvas_api_domain, is_admin = EXCLUDED.is_admin,
-            roles = EXCLUDED.roles, updated_at = EXCLUDED.updated_at
-        WHERE users.updated_at < EXCLUDED.updated_at
+            roles = EXCLUDED.roles, updated_at = EXCLUDED.updated_at, event_id = EXCLUDED.event_id
+        WHERE (users.updated_at, users.event_id) < (EXCLUDED.updated_at, EXCLUDED.event_id)
         """,
         [e.user_id for e in users], [e.account_id for e in users], [e.account_name for e in users],
         [e.name for e in users], [e.email for e in users], [e.avatar_url for e in users],
         [e.canvas_user_id for e in users], [e.canvas_api_domain for e in users], [e.is_admin for e in users],
-        [_json(e.roles) for e in users], [e.occurred_at for e in users],
+        [_json(e.roles) for e in users], [e.occurred_at for e in users], [e.event_id for e in users],
     )
 
 

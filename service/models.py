@@ -5,10 +5,12 @@ These models are the single source of the OpenAPI document, so the two cannot dr
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator, AliasChoices, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator,
+)
 from pydantic.alias_generators import to_camel
 
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
@@ -17,28 +19,55 @@ Identifier = Annotated[str, StringConstraints(min_length=1, max_length=200, patt
 HostName = Annotated[str, StringConstraints(max_length=253, pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::\d{1,5})?$")]
 
 
-def nul_path(value: object, path: str = "") -> str | None:
-    """Where in a JSON-like value a NUL character is ("" for the value itself), or None."""
+# Free text, bounded so that rows and index entries stay within PostgreSQL's limits.
+Text = Annotated[str, StringConstraints(max_length=500)]
+LongText = Annotated[str, StringConstraints(max_length=20_000)]
+UNSTORABLE_TEXT = "must be UTF-8 text without NUL characters"
+
+
+def _storable(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()  # a lone surrogate (JSON allows "\ud800") is not UTF-8
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def unstorable_text_path(value: object, path: str = "") -> str | None:
+    """Where in a JSON-like value a string PostgreSQL cannot store is ("" for the value itself),
+    or None when there is none."""
     if isinstance(value, str):
-        return path if "\x00" in value else None
+        return None if _storable(value) else path
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for key, item in items:
         inner = f"{path}.{key}" if path else str(key)
-        if "\x00" in str(key):
+        if not _storable(str(key)):
             return inner
-        if (found := nul_path(item, inner)) is not None:
+        if (found := unstorable_text_path(item, inner)) is not None:
             return found
     return None
 
 
+def _to_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("out of the range of dates") from None
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+
+
 class TextModel(BaseModel):
-    """Refuses NUL characters anywhere in its input: PostgreSQL text cannot hold them."""
+    """Refuses, anywhere in its input, text that PostgreSQL cannot store."""
 
     @field_validator("*", mode="before")
     @classmethod
     def _no_nul(cls, value: object) -> object:
-        if nul_path(value) is not None:
-            raise ValueError("must not contain NUL characters")
+        if unstorable_text_path(value) is not None:
+            raise ValueError(UNSTORABLE_TEXT)
         return value
 
 
@@ -55,14 +84,14 @@ class Account(ApiModel):
 
 
 class Author(ApiModel):
-    id: str
-    name: str
-    avatar_url: str | None = None
+    id: Text
+    name: Text
+    avatar_url: Text | None = None
 
 
 class Thumbnail(ApiModel):
-    url: str
-    description: str = ""
+    url: Text
+    description: Text = ""
 
 
 class Resource(ApiModel):
@@ -212,12 +241,13 @@ class IdentityClaims(TextModel):
 
     sub: Identifier
     account_id: Identifier = Field(alias="accountId")
-    account_name: str = Field(alias="accountName")
-    name: str = Field(min_length=1)
-    email: str
+    account_name: Text = Field(alias="accountName")
+    name: Text = Field(min_length=1)
+    email: Text
     canvas_user_id: Identifier | None = Field(None, alias="canvasUserId")
     canvas_api_domain: HostName | None = Field(None, alias="canvasApiDomain")
-    avatar_url: str | None = Field(None, alias="avatarUrl")
+    avatar_url: Text | None = Field(None, alias="avatarUrl")
     is_admin: bool = Field(False, alias="isAdmin")
-    roles: list[str] = Field(default_factory=list)
+    roles: list[Text] = Field(default_factory=list, max_length=50)
     exp: int
+    iat: int | None = None

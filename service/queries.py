@@ -7,7 +7,6 @@ from typing import Any
 
 import asyncpg
 
-from service.models import IdentityClaims
 
 # The columns that make a Resource, selected from `resources r`.
 _RESOURCE_COLUMNS = """
@@ -18,29 +17,14 @@ _RESOURCE_COLUMNS = """
 # --- users and sessions -------------------------------------------------------------------------
 
 
-async def upsert_user(conn: asyncpg.Connection, claims: IdentityClaims, issued_at: datetime) -> None:
-    """Write the identity a session was created with, unless the directory already holds a newer one."""
+async def insert_session(conn: asyncpg.Connection | asyncpg.Pool, id_hash: bytes, user_id: str,
+                         ttl_seconds: int) -> None:
+    """Open a session, and drop the user's expired ones (sessions are not kept past their end)."""
     await conn.execute(
         """
-        INSERT INTO users (id, account_id, account_name, name, email, avatar_url, canvas_user_id,
-                           canvas_api_domain, is_admin, roles, updated_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-        ON CONFLICT (id) DO UPDATE SET
-            account_id = EXCLUDED.account_id, account_name = EXCLUDED.account_name,
-            name = EXCLUDED.name, email = EXCLUDED.email, avatar_url = EXCLUDED.avatar_url,
-            canvas_user_id = EXCLUDED.canvas_user_id, canvas_api_domain = EXCLUDED.canvas_api_domain,
-            is_admin = EXCLUDED.is_admin, roles = EXCLUDED.roles, updated_at = EXCLUDED.updated_at
-        WHERE users.updated_at <= EXCLUDED.updated_at
+        WITH expired AS (DELETE FROM sessions WHERE user_id = $2 AND expires_at <= now())
+        INSERT INTO sessions (id_hash, user_id, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3))
         """,
-        claims.sub, claims.account_id, claims.account_name, claims.name, claims.email,
-        claims.avatar_url, claims.canvas_user_id, claims.canvas_api_domain, claims.is_admin,
-        claims.roles, issued_at,
-    )
-
-
-async def insert_session(conn: asyncpg.Connection, id_hash: bytes, user_id: str, ttl_seconds: int) -> None:
-    await conn.execute(
-        "INSERT INTO sessions (id_hash, user_id, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3))",
         id_hash, user_id, ttl_seconds,
     )
 

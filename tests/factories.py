@@ -11,7 +11,7 @@ import asyncpg
 import jwt
 
 from service import auth, ingest
-from service.events import EVENT_ADAPTER, Event, ResourceImported, ResourceVersionPublished
+from service.events import EVENT_ADAPTER, Event, ResourceImported, ResourceVersionPublished, UserUpserted
 from service.models import IdentityClaims
 from tests.conftest import JWT_SECRET
 
@@ -28,6 +28,7 @@ def claims(user_id: str, **overrides: Any) -> dict[str, Any]:
         "sub": user_id, "accountId": "acct-1", "accountName": "Academy One", "name": f"User {user_id}",
         "email": f"{user_id}@example.edu", "canvasUserId": f"c{user_id}", "canvasApiDomain": "canvas.example.edu",
         "isAdmin": False, "roles": ["teacher"],
+        "iat": int(datetime.now(timezone.utc).timestamp()),
         "exp": int((datetime.now(timezone.utc) + timedelta(hours=1)).timestamp()),
         **overrides,
     }
@@ -43,13 +44,19 @@ async def login(pool: asyncpg.Pool, user_id: str, **overrides: Any) -> str:
     return session_id
 
 
-async def add_user(pool: asyncpg.Pool, user_id: str, *, account_id: str = "acct-1", name: str | None = None,
-                   email: str | None = None) -> None:
-    await pool.execute(
-        """INSERT INTO users (id, account_id, account_name, name, email, canvas_user_id, canvas_api_domain, updated_at)
-           VALUES ($1, $2, 'Academy', $3, $4, $5, 'canvas.example.edu', now())""",
-        user_id, account_id, name or f"User {user_id}", email or f"{user_id}@example.edu", f"c{user_id}",
-    )
+def user_upserted(user_id: str, *, account_id: str = "acct-1", name: str | None = None, email: str | None = None,
+                  at_time: datetime = T0, **overrides: Any) -> UserUpserted:
+    """A `user.upserted` event."""
+    return EVENT_ADAPTER.validate_python({
+        "eventId": str(uuid4()), "type": "user.upserted", "occurredAt": at_time.isoformat(), "schemaVersion": 1,
+        "userId": user_id, "accountId": account_id, "accountName": "Academy", "name": name or f"User {user_id}",
+        "email": email or f"{user_id}@example.edu", "canvasUserId": f"c{user_id}",
+        "canvasApiDomain": "canvas.example.edu", **overrides,
+    })
+
+
+async def add_user(pool: asyncpg.Pool, user_id: str, **kwargs: Any) -> None:
+    await apply(pool, user_upserted(user_id, **kwargs))
 
 
 def published(resource_id: str, version: int = 1, *, at_time: datetime = T0, title: str | None = None,

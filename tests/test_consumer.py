@@ -12,10 +12,10 @@ import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from consumers.consumer import ConsumerHalted, EventConsumer, Fenced, claim_partitions, decode
+from consumers.consumer import ConsumerHalted, EventConsumer, Fenced, claim_partitions, commit_partition_batch, decode
 from service.events import EVENT_ADAPTER
 from tests.conftest import JWT_SECRET
-from tests.factories import at, imported, login, published
+from tests.factories import at, imported, login, published, user_upserted
 from tests.kafka import consume_until, document, produce, read_topic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,15 +29,6 @@ async def consumer(consumer_settings, pool):
     await consumer.stop()
 
 
-def user_upserted(user_id, **overrides):
-    return EVENT_ADAPTER.validate_python({
-        "eventId": f"00000000-0000-4000-8000-{abs(hash(user_id)) % 10**12:012d}", "type": "user.upserted",
-        "occurredAt": at(0).isoformat(), "schemaVersion": 1, "userId": user_id, "accountId": "acct-1",
-        "accountName": "Academy One", "name": f"Name {user_id}", "email": f"{user_id}@example.edu",
-        "canvasUserId": "42", "canvasApiDomain": "canvas.example.edu", "isAdmin": False, "roles": [], **overrides,
-    })
-
-
 async def stored_offsets(pool, settings):
     rows = await pool.fetch("SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer_group = $1",
                             settings.kafka_consumer_group)
@@ -45,10 +36,10 @@ async def stored_offsets(pool, settings):
 
 
 async def test_events_become_what_users_see(consumer, consumer_settings, client, pool):
-    await produce(consumer_settings, user_upserted("u1"), user_upserted("u2", name="Colleague Two"),
+    await produce(consumer_settings, user_upserted("u1"), user_upserted("u2", name="Colleague Two", canvasUserId="42"),
                   published("r1", 1, at_time=at(0)), imported("u1", "r1", "c1", at(1)),
                   imported("u1", "r1", "c2", at(2)), published("r1", 2, at_time=at(10)))
-    await consume_until(consumer, lambda: pool.fetchval("SELECT count(*) = 1 FROM available_updates"))
+    await consume_until(consumer, lambda: consumer.counts["applied"] == 6)
     headers = {"X-Session-ID": await login(pool, "u1")}
 
     response = await client.get("/api/users/u1/updates/r1", headers=headers)
@@ -127,12 +118,9 @@ async def test_crash_after_the_database_commit_applies_nothing_twice(consumer_se
     await produce(consumer_settings, published("r1", 1), imported("u1", "r1", "c1", at(1)))
     first = EventConsumer(consumer_settings, pool, member="first")
     await first.start()
-    batches = {}
-    while sum(len(records) for records in batches.values()) < 2:
-        for partition, records in (await first.fetch(500)).items():
-            batches.setdefault(partition, []).extend(records)
-    for partition, records in batches.items():  # the database commit, then a crash: no Kafka commit
-        assert await first.apply(partition, records) == records[-1].offset + 1
+    while first.counts["applied"] < 2:  # the database commits, then a crash: no Kafka commit
+        for batch in await first.fetch(500):
+            await first.apply(batch)
     await first.stop()
 
     second = EventConsumer(consumer_settings, pool, member="second")
@@ -154,7 +142,7 @@ async def test_crash_before_the_database_commit_loses_nothing(consumer_settings,
     await first.start()
     fetched = 0
     while fetched < 2:
-        fetched += sum(len(records) for records in (await first.fetch(500)).values())
+        fetched += sum(len(batch.records) for batch in await first.fetch(500))
     await first.stop()  # crashed holding the batch
 
     second = EventConsumer(consumer_settings, pool, member="second")
@@ -168,14 +156,17 @@ async def test_crash_before_the_database_commit_loses_nothing(consumer_settings,
 
 async def test_a_revoked_owner_cannot_commit_late(consumer, consumer_settings, pool):
     await produce(consumer_settings, published("r1", 1))
-    batches = {}
+    batches = []
     while not batches:
         batches = await consumer.fetch(500)
-    (partition, records), = batches.items()
+    batch, = batches
+    group = consumer_settings.kafka_consumer_group
     async with pool.acquire() as conn:  # another member is assigned the partition meanwhile
-        await claim_partitions(conn, consumer_settings.kafka_consumer_group, "member-2", [partition])
-    with pytest.raises(Fenced):
-        await consumer.commit_batch(partition, [decode(r) for r in records], records[-1].offset + 1)
+        await claim_partitions(conn, group, "member-2", [batch.partition])
+        with pytest.raises(Fenced):
+            async with conn.transaction():
+                await commit_partition_batch(conn, group, "member-1", batch.generation, batch.partition,
+                                             [decode(r) for r in batch.records], batch.records[-1].offset + 1)
     assert await pool.fetchval("SELECT count(*) FROM resources") == 0
     assert await consumer.consume(batches) == 0  # the loop drops the batch and goes on
     assert consumer.counts["fenced_batches"] == 1

@@ -79,8 +79,9 @@ async def big_account(pool):
     the planner sees in production."""
     await pool.execute(
         """
-        INSERT INTO users (id, account_id, account_name, name, email, updated_at)
-        SELECT 'u' || n, 'acct-' || (n % 2), 'Academy', 'Person ' || md5(n::text), md5(n::text) || '@x.edu', now()
+        INSERT INTO users (id, account_id, account_name, name, email, updated_at, event_id)
+        SELECT 'u' || n, 'acct-' || (n % 2), 'Academy', 'Person ' || md5(n::text), md5(n::text) || '@x.edu', now(),
+               gen_random_uuid()
         FROM generate_series(1, 40000) AS n
         """
     )

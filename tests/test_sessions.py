@@ -65,11 +65,13 @@ async def test_another_session_cannot_be_read(client):
 
 
 async def test_creating_a_session_upserts_the_user(client, pool):
-    await create(client, token("u1", name="Old Name"))
-    await create(client, token("u1", name="New Name", email="new@example.edu"))
+    now = int(datetime.now(timezone.utc).timestamp())
+    await create(client, token("u1", name="Old Name", iat=now - 60))
+    await create(client, token("u1", name="New Name", email="new@example.edu", iat=now))
+    await create(client, token("u1", name="Stale Name", iat=now - 30))  # an older token changes nothing
     row = await pool.fetchrow("SELECT name, email FROM users WHERE id = 'u1'")
     assert dict(row) == {"name": "New Name", "email": "new@example.edu"}
-    assert await pool.fetchval("SELECT count(*) FROM sessions") == 2
+    assert await pool.fetchval("SELECT count(*) FROM sessions") == 3
 
 
 async def test_ttl_comes_from_the_settings(database_url, pool):

@@ -15,8 +15,10 @@ CREATE TABLE users (
     canvas_api_domain text,
     is_admin          boolean NOT NULL DEFAULT false,
     roles             text[] NOT NULL DEFAULT '{}',
-    -- When the identity applied here was issued: an older event never overwrites a newer one.
-    updated_at        timestamptz NOT NULL
+    -- When the identity applied here was issued, and by which event (the nil id for a session
+    -- token): an older (updated_at, event_id) never overwrites a newer one.
+    updated_at        timestamptz NOT NULL,
+    event_id          uuid NOT NULL
 );
 -- User search pages through an account by (name, id).
 CREATE INDEX users_account_name_idx ON users (account_id, name, id);
@@ -30,8 +32,8 @@ CREATE TABLE sessions (
     created_at timestamptz NOT NULL DEFAULT now(),
     expires_at timestamptz NOT NULL
 );
+-- Also serves the clean-up of a user's expired sessions when a new one is created.
 CREATE INDEX sessions_user_idx ON sessions (user_id);
-CREATE INDEX sessions_expires_at_idx ON sessions (expires_at);
 
 -- A resource as of its latest published version. A deleted resource loses its row for good
 -- (see resource_deletions), which drops it from imports, favorites and updates alike.
@@ -121,6 +123,8 @@ CREATE TABLE consumer_offsets (
     next_offset    bigint,  -- NULL: read the partition from its beginning
     owner          text NOT NULL,
     generation     bigint NOT NULL,
+    -- Dead letters in a row at the end of the partition so far: the halt survives restarts.
+    consecutive_failures integer NOT NULL DEFAULT 0,
     PRIMARY KEY (consumer_group, topic, partition)
 );
 
