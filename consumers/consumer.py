@@ -169,6 +169,9 @@ class EventConsumer:
         one transaction. Returns that offset, or None when the batch was refused (fenced)."""
         partition = batch.partition
         async with self._batch_lock:  # a rebalance waits until the batch in hand is committed
+            if self._generations.get(partition) != batch.generation:
+                self.counts["fenced_batches"] += 1
+                return None  # fetched before a rebalance: the new position reads it again
             decoded = [decode(record) for record in batch.records]
             failures = self._count_failures(partition, decoded)
             await self._dead_letter([d for d in decoded if d.failure is not None])

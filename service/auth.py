@@ -71,7 +71,8 @@ class Session:
 
 
 def hash_session_id(session_id: str) -> bytes:
-    return hashlib.sha256(session_id.encode()).digest()
+    # surrogatepass: a JSON body may carry a lone surrogate, which is simply an unknown id.
+    return hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).digest()
 
 
 def new_session_id() -> str:

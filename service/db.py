@@ -24,7 +24,9 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
-    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection)
+    # UTC sessions: timestamps that PostgreSQL formats itself (inside JSON) are then UTC too.
+    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection,
+                                     server_settings={"timezone": "UTC"})
 
 
 def _dbmate() -> str:

@@ -428,3 +428,9 @@ async def test_session_ids_never_reach_the_access_log(logged_client, pool, world
     for record in caplog.records:  # and no log line at all, from any logger, holds a session id
         for session_id in world.values():
             assert session_id not in record.getMessage()
+
+
+async def test_a_lone_surrogate_in_the_body_session_is_an_unknown_session(client, pool):
+    response = await client.post("/api/users/u1/favorites", data='{"sessionId": "\\ud800", "resourceId": "r1"}',
+                                 headers={"Content-Type": "application/json"})
+    assert response.status == 401

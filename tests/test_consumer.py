@@ -278,3 +278,67 @@ def test_sigterm_finishes_commits_and_leaves(consumer_settings, pool):
         process.stderr.close()
     assert "left the group" in stderr
     assert asyncio.run(count()) == 20
+
+
+async def produce_raw(settings, *messages):
+    """(key, value) pairs, in order, to the resource topic."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        for key, value in messages:
+            await producer.send_and_wait(settings.kafka_resource_topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def test_events_postgresql_would_refuse_are_dead_lettered_not_retried_forever(consumer, consumer_settings,
+                                                                                   pool):
+    nul = {**document(published("r1", 1)), "versionNotes": "bad\u0000notes"}
+    huge = {**document(published("r1", 1)), "resource": {**document(published("r1", 1))["resource"],
+                                                           "title": "x" * 501}}
+    far = {**document(imported("u1", "r1", "c1", at(1))), "importedAt": "0001-01-01T00:00:00+01:00"}
+    wrong_key = document(imported("u1", "r1", "c1", at(1)))
+    await produce_raw(consumer_settings, *[(b"r1", json.dumps(doc).encode()) for doc in (nul, huge, far)],
+                      (b"r2", json.dumps(wrong_key).encode()), (b"r1", json.dumps(document(published("r1", 1))).encode()))
+    await consume_until(consumer, lambda: consumer.counts["applied"] == 1)
+    dead = await read_topic(consumer_settings, consumer_settings.kafka_resource_topic + ".dlq", 4)
+    reasons = {dict(record.headers)["error"].decode() for record in dead}  # a dead letter may be sent twice
+    assert len(reasons) == 4
+    assert any("versionNotes must be UTF-8 text without NUL" in r for r in reasons)
+    assert any("resource.title" in r and "500" in r for r in reasons)
+    assert any("importedAt" in r for r in reasons)
+    assert any("the message key must be 'r1'" in r for r in reasons)
+
+
+async def test_a_batch_postgresql_refuses_is_applied_event_by_event(consumer, consumer_settings, pool):
+    # A rule of the database that validation does not know: the one event it refuses is
+    # dead-lettered, the others in its batch are applied.
+    await pool.execute("ALTER TABLE resources ADD CONSTRAINT test_refuses CHECK (title <> 'refused')")
+    try:
+        await produce(consumer_settings, published("r1", 1), published("r2", 1, title="refused"), published("r3", 1))
+        await consume_until(consumer, lambda: consumer.counts["dead_lettered"] == 1 and consumer.counts["applied"] == 2)
+        assert await pool.fetchval("SELECT array_agg(id ORDER BY id) FROM resources") == ["r1", "r3"]
+        dead = await read_topic(consumer_settings, consumer_settings.kafka_resource_topic + ".dlq", 1)
+        assert "refused by the database" in dict(dead[0].headers)["error"].decode()
+    finally:
+        await pool.execute("ALTER TABLE resources DROP CONSTRAINT test_refuses")
+
+
+async def test_the_failure_run_survives_a_restart(consumer_settings, pool):
+    settings = consumer_settings.model_copy(update={"consumer_max_consecutive_failures": 4})
+    await produce_raw(settings, (b"r1", b"bad 1"), (b"r1", b"bad 2"))
+    first = EventConsumer(settings, pool, member="first")
+    await first.start()
+    try:
+        await consume_until(first, lambda: first.counts["dead_lettered"] == 2)
+    finally:
+        await first.stop()
+    await produce_raw(settings, (b"r1", b"bad 3"), (b"r1", b"bad 4"), (b"r1", b"bad 5"))
+    second = EventConsumer(settings, pool, member="second")
+    await second.start()
+    try:
+        with pytest.raises(ConsumerHalted, match="4 consecutive"):
+            await consume_until(second, lambda: False)
+        assert second.counts["dead_lettered"] == 0  # halted on the 4th in a row, counting the first run's
+    finally:
+        await second.stop()
