@@ -342,3 +342,22 @@ async def test_the_failure_run_survives_a_restart(consumer_settings, pool):
         assert second.counts["dead_lettered"] == 0  # halted on the 4th in a row, counting the first run's
     finally:
         await second.stop()
+
+
+async def test_one_version_fans_out_to_100000_importers(consumer, consumer_settings, client, pool):
+    await produce(consumer_settings, published("r-big", 1))
+    await consume_until(consumer, lambda: consumer.counts["applied"] == 1)
+    await pool.execute(
+        """
+        INSERT INTO imports (user_id, resource_id, course_id, course_name, version_id, version_number, imported_at)
+        SELECT 'user-' || n, 'r-big', 'c1', 'Course', 'r-big-v1', 1, now() FROM generate_series(1, 100000) AS n
+        """
+    )
+    await produce(consumer_settings, published("r-big", 2, at_time=at(5)))
+    await consume_until(consumer, lambda: consumer.counts["applied"] == 2)
+
+    assert consumer.counts["fanned_out_rows"] == 100_000
+    assert await pool.fetchval("SELECT count(*) FROM available_updates WHERE version_number = 2") == 100_000
+    headers = {"X-Session-ID": await login(pool, "user-73512")}
+    body = await (await client.get("/api/users/user-73512/updates/r-big", headers=headers)).json()
+    assert body["versionId"] == "r-big-v2" and [c["courseId"] for c in body["courses"]] == ["c1"]
