@@ -57,7 +57,7 @@ class CursorCodec:
         decoded = json.loads(payload)
         if decoded[0] != kind or len(decoded) != len(types) + 1:
             raise _invalid("The cursor belongs to another listing.")
-        return tuple(_from_wire(value, wanted) for value, wanted in zip(decoded[1:], types))
+        return tuple(_from_wire(value, wanted) for value, wanted in zip(decoded[1:], types, strict=False))
 
 
 def _from_wire(value: str | int, wanted: type) -> str | datetime:

@@ -23,7 +23,7 @@ from tests.conftest import make_settings
 from tests.factories import add_favorite, add_import, add_resource, add_user, at, login
 
 SOURCES = ("cookie", "header", "session-id", "state", "body")  # the documented order
-ADJACENT = [pytest.param(first, second, id=f"{first} over {second}") for first, second in zip(SOURCES, SOURCES[1:])]
+ADJACENT = [pytest.param(first, second, id=f"{first} over {second}") for first, second in zip(SOURCES, SOURCES[1:], strict=False)]
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "errors"}
 # What a refused request must never show: resource data, user data, and any session id (added per test).
 LEAKS = ("Resource r", "About r", "img.example", "canvas.example.edu", "@example.edu", '"items"')

@@ -5,7 +5,6 @@ import os
 import secrets
 import subprocess
 import sys
-from pathlib import Path
 
 import asyncpg
 import pytest

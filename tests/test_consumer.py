@@ -13,7 +13,6 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from consumers.consumer import ConsumerHalted, EventConsumer, Fenced, claim_partitions, commit_partition_batch, decode
-from service.events import EVENT_ADAPTER
 from tests.conftest import JWT_SECRET
 from tests.factories import at, imported, login, published, user_upserted
 from tests.kafka import consume_until, document, produce, read_topic

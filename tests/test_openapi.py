@@ -89,10 +89,10 @@ def resolve(document: dict[str, Any], ref: str) -> Any:
     """The target of a local `$ref` (a JSON pointer into the document)."""
     assert ref.startswith("#/"), f"not a local reference: {ref}"
     node: Any = document
-    for token in ref[2:].split("/"):
-        token = token.replace("~1", "/").replace("~0", "~")
-        assert isinstance(node, dict) and token in node, f"{ref} does not resolve (at {token!r})"
-        node = node[token]
+    for part in ref[2:].split("/"):
+        part = part.replace("~1", "/").replace("~0", "~")
+        assert isinstance(node, dict) and part in node, f"{ref} does not resolve (at {part!r})"
+        node = node[part]
     return node
 
 
