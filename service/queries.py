@@ -52,27 +52,55 @@ async def user_in_account(pool: asyncpg.Pool, user_id: str, account_id: str) -> 
     )
 
 
-def search_users_sql(*, continued: bool) -> str:
-    """Users of an account ($1) whose name or e-mail matches the ILIKE pattern $2, by (name, id),
-    at most $3 of them, after ($4, $5) when `continued`.
+# How many users of the account, in name order after the cursor, a search first walks through.
+SEARCH_WALK = 2000
 
-    The trigram indexes answer the ILIKE. Two statements rather than "$4 IS NULL OR ...", so that
-    each keeps a plan of its own.
+
+def search_users_sql(*, strategy: str, continued: bool) -> str:
+    """Users of account $1 whose name or e-mail matches the ILIKE pattern $2, in (name, id) order,
+    at most $3 of them, after ($4, $5) when `continued`. Two strategies, because no single plan is
+    fast for both common and rare text:
+
+    - "walk" reads the next $6 users of the account from the (account_id, name, id) index and
+      keeps the matches: quick when matches are common;
+    - "trigram" collects every match from the trigram indexes, then sorts them: quick when they
+      are rare. Its ORDER BY is an expression the name index cannot give, so that the planner
+      cannot fall back on walking the whole account.
     """
     continuation = "AND (name, id) > ($4, $5)" if continued else ""
+    if strategy == "walk":
+        return f"""
+            SELECT id, name, email, avatar_url, account_id
+            FROM (
+                SELECT id, name, email, avatar_url, account_id FROM users
+                WHERE account_id = $1 {continuation}
+                ORDER BY name, id
+                LIMIT ${6 if continued else 4}
+            ) walked
+            WHERE name ILIKE $2 OR email ILIKE $2
+            ORDER BY name, id
+            LIMIT $3
+        """
     return f"""
         SELECT id, name, email, avatar_url, account_id
         FROM users
         WHERE account_id = $1 AND (name ILIKE $2 OR email ILIKE $2) {continuation}
-        ORDER BY name, id
+        ORDER BY name || '', id
         LIMIT $3
     """
 
 
 async def search_users(
-    pool: asyncpg.Pool, account_id: str, pattern: str, after: tuple[Any, ...] | None, limit: int
+    pool: asyncpg.Pool, account_id: str, pattern: str, after: tuple[Any, ...] | None, limit: int,
+    *, walk: int = SEARCH_WALK,
 ) -> list[asyncpg.Record]:
-    return await pool.fetch(search_users_sql(continued=after is not None), account_id, pattern, limit, *(after or ()))
+    continued = after is not None
+    args = (account_id, pattern, limit, *(after or ()))
+    rows = await pool.fetch(search_users_sql(strategy="walk", continued=continued), *args, walk)
+    if len(rows) == limit:
+        return rows
+    # Fewer matches than wanted among the next `walk` users: they are rare, ask the trigram indexes.
+    return await pool.fetch(search_users_sql(strategy="trigram", continued=continued), *args)
 
 
 # --- resources, imports and favorites -----------------------------------------------------------

@@ -89,10 +89,32 @@ async def big_account(pool):
 
 
 @pytest.mark.parametrize("continued", [False, True])
-async def test_search_plan_uses_trigram_indexes_not_a_sequential_scan(pool, big_account, continued):
-    sql = queries.search_users_sql(continued=continued)
+@pytest.mark.parametrize(("strategy", "indexes"), [
+    ("walk", ["users_account_name_idx"]),
+    ("trigram", ["users_name_trgm_idx", "users_email_trgm_idx"]),
+])
+async def test_search_plans_use_indexes_not_a_sequential_scan(pool, big_account, strategy, indexes, continued):
+    sql = queries.search_users_sql(strategy=strategy, continued=continued)
     args = ["acct-0", like_pattern("7f3a"), 25, *(["Person 7", "u1"] if continued else [])]
-    plan = await pool.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *args)
-    text = json.dumps(plan)
-    assert "Seq Scan" not in text
-    assert "users_name_trgm_idx" in text and "users_email_trgm_idx" in text
+    args += [queries.SEARCH_WALK] if strategy == "walk" else []
+    plan = json.dumps(await pool.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *args))
+    assert "Seq Scan" not in plan
+    assert all(index in plan for index in indexes)
+
+
+@pytest.mark.parametrize("walk", [3, 1000])
+async def test_common_and_rare_text_find_the_same_users_in_order(pool, walk):
+    # Every fourth user matches "common"; one in fifty matches "rare".
+    for n in range(200):
+        name = f"Person {n:03d}" + (" common" if n % 4 == 0 else "") + (" rare" if n % 50 == 0 else "")
+        await add_user(pool, f"u{n:03d}", name=name)
+    for text in ("common", "rare"):
+        expected = [f"u{n:03d}" for n in range(200) if text == "common" and n % 4 == 0 or text == "rare" and n % 50 == 0]
+        found, after = [], None
+        while True:
+            rows = await queries.search_users(pool, "acct-1", like_pattern(text), after, 6, walk=walk)
+            found += [r["id"] for r in rows[:5]]
+            if len(rows) <= 5:
+                break
+            after = (rows[4]["name"], rows[4]["id"])
+        assert found == expected, text
