@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+import contextlib
 from dataclasses import dataclass
 import logging
 import os
 import secrets
 import socket
+import time
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -25,7 +27,7 @@ from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
 from consumers.topics import dead_letter_topic, ensure_topics, event_topics
-from service import ingest, jsontext
+from service import ingest, jsontext, observability
 from service.events import EVENT_ADAPTER, KNOWN_TYPES, SUPPORTED_SCHEMA_VERSIONS, Envelope, Event, partition_key
 from service.settings import Settings
 
@@ -96,6 +98,11 @@ class EventConsumer:
         # Stored offsets not yet compared with the partition's end (known from the first fetch).
         self._unchecked: dict[TopicPartition, int] = {}
         self._batch_lock = asyncio.Lock()  # a rebalance waits for the batch in hand
+        # For the probes: when the loop last turned, whether the group was joined, how far each
+        # partition is applied.
+        self.last_turn = time.monotonic()
+        self.joined = False
+        self._applied_to: dict[TopicPartition, int] = {}
         self._halt: ConsumerHalted | None = None
         self._kafka = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers, group_id=settings.kafka_consumer_group,
@@ -129,6 +136,16 @@ class EventConsumer:
     async def run(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
             await self.run_once(timeout_ms=500)
+            self.last_turn = time.monotonic()
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """Records not yet applied, per assigned partition whose end is known."""
+        lags = {}
+        for partition in self._generations:
+            end = self._kafka.highwater(partition)
+            if end is not None:
+                lags[partition] = max(end - self._applied_to.get(partition, 0), 0)
+        return lags
 
     async def run_once(self, timeout_ms: int = 1000) -> int:
         """Fetch one batch, apply each partition's records in one transaction with its offset, and
@@ -148,6 +165,8 @@ class EventConsumer:
                 if stored > end:
                     await self._offset_beyond_end(partition, stored, end)
                     fetched.pop(partition, None)  # replayed from the beginning by the next fetch
+        for partition, lag in self.lag().items():
+            observability.PARTITION_LAG.labels(partition.topic, str(partition.partition)).set(lag)
         return [Batch(partition, self._generations.get(partition, -1), records)
                 for partition, records in fetched.items() if records]
 
@@ -168,9 +187,10 @@ class EventConsumer:
         """Dead-letter what does not decode, then apply the rest with the partition's new offset in
         one transaction. Returns that offset, or None when the batch was refused (fenced)."""
         partition = batch.partition
+        started = time.perf_counter()
         async with self._batch_lock:  # a rebalance waits until the batch in hand is committed
             if self._generations.get(partition) != batch.generation:
-                self.counts["fenced_batches"] += 1
+                self._count_fenced()
                 return None  # fetched before a rebalance: the new position reads it again
             decoded = [decode(record) for record in batch.records]
             failures = self._count_failures(partition, decoded)
@@ -181,17 +201,27 @@ class EventConsumer:
             except Fenced as exc:
                 log.warning("%s: batch at offset %d refused (%s); it will be read again by the partition's owner",
                             _name(partition), batch.records[0].offset, exc)
-                self.counts["fenced_batches"] += 1
+                self._count_fenced()
                 if partition in self._generations:
                     await self._rewind(partition)
                 return None
             self._failures[partition] = failures
+            self._applied_to[partition] = next_offset
+        observability.BATCH_DURATION.observe(time.perf_counter() - started)
         for d in decoded:
             if d.unknown_type is not None:
                 self.counts[f"skipped:{d.unknown_type}"] += 1
+                observability.EVENTS_SKIPPED.labels(d.unknown_type).inc()
+        for event_type, count in applied.by_type.items():
+            observability.EVENTS_APPLIED.labels(event_type).inc(count)
         self.counts["applied"] += applied.events
         self.counts["fanned_out_rows"] += applied.fanned_out_rows
+        observability.FANNED_OUT_ROWS.inc(applied.fanned_out_rows)
         return next_offset
+
+    def _count_fenced(self) -> None:
+        self.counts["fenced_batches"] += 1
+        observability.FENCED_BATCHES.inc()
 
     async def _commit(self, batch: Batch, decoded: list[Decoded], next_offset: int, failures: int) -> ingest.Applied:
         args = (self.settings.kafka_consumer_group, self.member, batch.generation, batch.partition, decoded,
@@ -255,6 +285,8 @@ class EventConsumer:
         for sent in sends:
             await sent
         self.counts["dead_lettered"] += len(failures)
+        for failure in failures:
+            observability.DEAD_LETTERED.labels(failure.record.topic).inc()
 
     async def _commit_to_kafka(self, partition: TopicPartition, next_offset: int) -> None:
         try:
@@ -264,6 +296,7 @@ class EventConsumer:
 
     async def claim(self, partitions: set[TopicPartition]) -> None:
         """Take ownership of newly assigned partitions and seek each to its stored offset."""
+        self.joined = True
         if not partitions:
             return
         ordered = sorted(partitions)
@@ -273,6 +306,7 @@ class EventConsumer:
             partition = TopicPartition(row["topic"], row["partition"])
             self._generations[partition] = row["generation"]
             self._failures[partition] = row["consecutive_failures"]
+            self._applied_to[partition] = row["next_offset"] or 0
             if row["next_offset"] is None:
                 await self._kafka.seek_to_beginning(partition)
             else:
@@ -307,6 +341,9 @@ class EventConsumer:
             self._generations.pop(partition, None)
             self._failures.pop(partition, None)
             self._unchecked.pop(partition, None)
+            self._applied_to.pop(partition, None)
+            with contextlib.suppress(KeyError):  # no lag was reported for it yet
+                observability.PARTITION_LAG.remove(partition.topic, str(partition.partition))
 
     def halt(self, reason: str) -> None:
         self._halt = ConsumerHalted(reason)
@@ -319,6 +356,7 @@ UNAPPLICABLE = (asyncpg.DataError, asyncpg.ProgramLimitExceededError, asyncpg.In
 
 @dataclass(frozen=True)
 class Committed(ingest.Applied):
+    by_type: dict[str, int]
     refused: list[Decoded]
 
 
@@ -368,7 +406,9 @@ async def commit_partition_batch(
         """,
         group, partition.topic, partition.partition, next_offset, failures,
     )
-    return Committed(applied.events, applied.fanned_out_rows, refused)
+    refused_offsets = {d.record.offset for d in refused}
+    by_type = Counter(d.event.type for d in fresh if d.record.offset not in refused_offsets)
+    return Committed(applied.events, applied.fanned_out_rows, dict(by_type), refused)
 
 
 async def claim_partitions(conn: asyncpg.Connection, group: str, member: str,

@@ -9,8 +9,9 @@ from aiohttp.abc import AbstractAccessLogger
 from yarl import URL
 
 from service.auth import SESSION_QUERY, STATE_QUERY
+from service.observability import REQUEST_ID_HEADER
 
-REDACTED = "[redacted]"
+REDACTED = "REDACTED"
 _SECRET_QUERY = (SESSION_QUERY, STATE_QUERY)
 # What follows /api/sessions/ is a session id, unless it is exactly "logout".
 _SESSION_PATH = re.compile(r"^(/+api/+sessions/+)(?!logout$).+")
@@ -29,4 +30,5 @@ class AccessLogger(AbstractAccessLogger):
             '%s "%s %s" %s %s %.1fms',
             request.remote, request.method, redacted_target(request), response.status,
             response.body_length, time * 1000,
+            extra={"request_id": response.headers.get(REQUEST_ID_HEADER)},
         )

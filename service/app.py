@@ -9,6 +9,7 @@ from aiohttp import web
 
 from service import auth, db
 from service.cursors import CursorCodec
+from service import observability
 from service.errors import problem_middleware
 from service.handlers import resources, sessions, updates, users
 from service.keys import CURSORS, POOL, SETTINGS
@@ -32,6 +33,23 @@ async def openapi_document(request: web.Request) -> web.Response:
     return web.json_response(request.app[OPENAPI])
 
 
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return observability.health_response(True, "serving")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: the database answers."""
+    settings = request.app[SETTINGS]
+    ready = await observability.database_answers(request.app[POOL], settings.readiness_timeout_seconds)
+    return observability.health_response(ready, "database reachable" if ready else "database unreachable")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    observability.observe_pool(request.app[POOL], request.app[SETTINGS].db_pool_max_size)
+    return observability.metrics_response()
+
+
 def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post("/api/sessions", sessions.create_session)
     router.add_get("/api/sessions/logout", sessions.logout)  # before /api/sessions/{id}
@@ -47,11 +65,15 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post("/api/users/{userId}/favorites", resources.add_favorite)
     router.add_delete("/api/users/{userId}/favorites/{resourceId}", resources.remove_favorite)
     router.add_get("/api/openapi.json", openapi_document)
+    router.add_get("/healthz", healthz)
+    router.add_get("/readyz", readyz)
+    router.add_get("/metrics", metrics)
 
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[problem_middleware, auth.session_middleware],
+        middlewares=[observability.request_id_middleware, observability.metrics_middleware, problem_middleware,
+                     auth.session_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings

@@ -13,7 +13,7 @@ import sys
 from aiohttp import web
 from pydantic import ValidationError
 
-from service import db
+from service import db, observability
 from service.access_log import AccessLogger
 from service.app import create_app
 from service.settings import Settings
@@ -28,8 +28,6 @@ def _settings() -> Settings:
         sys.exit(f"commons-users: bad configuration:\n{exc}")
 
 
-def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def migrate(args: argparse.Namespace, settings: Settings) -> None:
@@ -39,8 +37,9 @@ def migrate(args: argparse.Namespace, settings: Settings) -> None:
 
 def api(args: argparse.Namespace, settings: Settings) -> None:
     log.info("serving on %s:%s (database %s)", args.host, args.port, settings.database_url_for_logs)
+    # On SIGTERM: stop accepting, give in-flight requests the grace period, then close the pool.
     web.run_app(create_app(settings), host=args.host, port=args.port, access_log_class=AccessLogger,
-                print=None)
+                shutdown_timeout=settings.shutdown_grace_seconds, print=None)
 
 
 async def _mint_session(settings: Settings, user_id: str) -> str | None:
@@ -67,6 +66,7 @@ def session(args: argparse.Namespace, settings: Settings) -> None:
 
 async def _consume(settings: Settings) -> int:
     from consumers.consumer import ConsumerHalted, EventConsumer
+    from consumers.health import serve_health
 
     pool = await db.create_pool(settings.database_url.get_secret_value(),
                                 min_size=1, max_size=settings.db_pool_max_size)
@@ -75,6 +75,7 @@ async def _consume(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signal_number, stopping.set)
+    health = await serve_health(consumer, settings)
     try:
         await consumer.start()
         await consumer.run(stopping)  # SIGTERM: the batch in hand commits, then the loop ends
@@ -84,6 +85,7 @@ async def _consume(settings: Settings) -> int:
         return 2
     finally:
         await consumer.stop()
+        await health.cleanup()
         await pool.close()
 
 
@@ -142,5 +144,5 @@ def main(argv: list[str] | None = None) -> None:
 
     args = parser.parse_args(argv)
     settings = _settings()
-    _configure_logging(settings)
+    observability.configure_logging(settings.log_level, settings.log_format)
     args.run(args, settings)

@@ -23,7 +23,7 @@ from yarl import URL
 from consumers.consumer import EventConsumer
 from consumers.tansu import tansu_broker
 from consumers.topics import produce_documents
-from service import auth, db, queries
+from service import auth, db, observability, queries
 from service.access_log import AccessLogger
 from service.app import create_app
 from service.cli import read_event_lines
@@ -155,7 +155,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--run-dir", type=Path, default=ROOT / ".run", help="where an embedded database lives")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    observability.configure_logging("INFO", "console")
 
     settings = Settings()  # type: ignore[call-arg]
     dsn = asyncio.run(ensure_database(settings.database_url.get_secret_value(), args.run_dir))

@@ -65,6 +65,18 @@ class Settings(BaseSettings):
     db_pool_min_size: int = Field(2, ge=0)
     db_pool_max_size: int = Field(10, ge=1)
     log_level: str = Field("INFO", description="Python logging level name.")
+    log_format: Literal["json", "console"] = Field("json", description="JSON lines, or readable lines.")
+    shutdown_grace_seconds: float = Field(
+        20, ge=0, description="After SIGTERM, how long in-flight requests may take to finish."
+    )
+    readiness_timeout_seconds: float = Field(2, gt=0, description="How long /readyz waits for the database.")
+    consumer_health_port: int = Field(8081, ge=0, le=65535, description="Port of the consumer's probes and metrics.")
+    consumer_liveness_seconds: float = Field(
+        60, gt=0, description="The consumer is live while its loop turned within this many seconds."
+    )
+    consumer_ready_max_lag: int = Field(
+        1000, ge=0, description="The consumer is ready while no partition lags by more records than this."
+    )
 
     @field_validator("allowed_origins", mode="before")
     @classmethod

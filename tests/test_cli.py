@@ -52,7 +52,7 @@ def test_migrate_applies_to_an_empty_database_and_is_idempotent(empty_database):
     assert first.returncode == 0, first.stderr
     second = run("migrate", DATABASE_URL=empty_database)
     assert second.returncode == 0, second.stderr
-    assert "Applying" in first.stderr and "Applying" not in second.stderr
+    assert "Applying" in first.stdout and "Applying" not in second.stdout
     assert {"users", "sessions", "resources", "imports", "favorites", "available_updates",
             "consumer_offsets"} <= asyncio.run(tables(empty_database))
 

@@ -251,8 +251,8 @@ def test_sigterm_finishes_commits_and_leaves(consumer_settings, pool):
            "KAFKA_RESOURCE_TOPIC": consumer_settings.kafka_resource_topic,
            "KAFKA_USER_TOPIC": consumer_settings.kafka_user_topic,
            "KAFKA_CONSUMER_GROUP": consumer_settings.kafka_consumer_group}
-    process = subprocess.Popen([sys.executable, "-m", "service", "consumer"], env=env, stderr=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen([sys.executable, "-m", "service", "consumer"], env={**env, "CONSUMER_HEALTH_PORT": "0"},
+                               stdout=subprocess.PIPE, text=True)
     try:
         asyncio.run(produce(consumer_settings, *(imported("u1", "r1", f"c{n}", at(n)) for n in range(20))))
 
@@ -273,9 +273,10 @@ def test_sigterm_finishes_commits_and_leaves(consumer_settings, pool):
         assert process.wait(timeout=30) == 0
     finally:
         process.kill()
-        stderr = process.stderr.read()
-        process.stderr.close()
-    assert "left the group" in stderr
+        output = process.stdout.read()
+        process.stdout.close()
+    messages = [json.loads(line)["message"] for line in output.splitlines()]  # JSON lines
+    assert any("left the group" in message for message in messages)
     assert asyncio.run(count()) == 20
 
 

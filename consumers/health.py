@@ -1,0 +1,54 @@
+"""The consumer's probes and metrics, on a port of its own."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from consumers.consumer import EventConsumer
+from service import observability
+from service.settings import Settings
+
+CONSUMER = web.AppKey("consumer", EventConsumer)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the consume loop is still turning."""
+    consumer = request.app[CONSUMER]
+    idle = time.monotonic() - consumer.last_turn
+    live = idle < consumer.settings.consumer_liveness_seconds
+    return observability.health_response(live, f"the loop last turned {idle:.1f} s ago")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: the group was joined and no assigned partition lags too far behind."""
+    consumer = request.app[CONSUMER]
+    if not consumer.joined:
+        return observability.health_response(False, "not in the consumer group yet")
+    lags = consumer.lag()
+    worst = max(lags.values(), default=0)
+    ready = worst <= consumer.settings.consumer_ready_max_lag
+    return observability.health_response(ready, f"{len(consumer.assignment)} partitions, largest lag {worst}")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    consumer = request.app[CONSUMER]
+    observability.observe_pool(consumer.pool, consumer.settings.db_pool_max_size)
+    return observability.metrics_response()
+
+
+def health_app(consumer: EventConsumer) -> web.Application:
+    app = web.Application()
+    app[CONSUMER] = consumer
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def serve_health(consumer: EventConsumer, settings: Settings) -> web.AppRunner:
+    runner = web.AppRunner(health_app(consumer), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", settings.consumer_health_port).start()
+    return runner
