@@ -223,7 +223,7 @@ class EventConsumer:
         self.counts["fenced_batches"] += 1
         observability.FENCED_BATCHES.inc()
 
-    async def _commit(self, batch: Batch, decoded: list[Decoded], next_offset: int, failures: int) -> ingest.Applied:
+    async def _commit(self, batch: Batch, decoded: list[Decoded], next_offset: int, failures: int) -> Committed:
         args = (self.settings.kafka_consumer_group, self.member, batch.generation, batch.partition, decoded,
                 next_offset, failures)
         try:

@@ -124,7 +124,7 @@ def demo_token(settings: Settings) -> str:
     claims = {
         "sub": DEMO_TEACHER, "accountId": "acct-1", "accountName": "Lovelace Academy", "name": "Ada Lovelace",
         "email": "ada@lovelace.example", "canvasUserId": "1001", "canvasApiDomain": "canvas.lovelace.example",
-        "isAdmin": False, "roles": ["teacher"], "exp": int(time.time()) + 3600,
+        "isAdmin": False, "roles": ["teacher"], "iat": int(time.time()), "exp": int(time.time()) + 3600,
     }
     return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm="HS256")
 
