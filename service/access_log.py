@@ -24,8 +24,14 @@ def redacted_target(request: web.BaseRequest) -> str:
     return str(URL.build(path=path, query=query))
 
 
+# Probes and scrapes arrive every few seconds; their metrics say all there is to say of them.
+_QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
 class AccessLogger(AbstractAccessLogger):
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        if request.path in _QUIET_PATHS and response.status < 400:
+            return
         self.logger.info(
             '%s "%s %s" %s %s %.1fms',
             request.remote, request.method, redacted_target(request), response.status,

@@ -220,3 +220,18 @@ async def test_consumer_readiness_depends_on_lag(consumer_settings, pool, lag, r
     async with TestClient(TestServer(health_app(consumer))) as probes:
         assert (await probes.get("/readyz")).status == ready
     await consumer.stop()
+
+
+async def test_probes_and_scrapes_stay_out_of_the_access_log(database_url):
+    port = free_port()
+    process = api_process(database_url, port)
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+            for path in ("/healthz", "/readyz", "/metrics", "/api/openapi.json"):
+                async with http.get(path) as response:
+                    assert response.status == 200
+    finally:
+        _, stdout = stop(process)
+    access = [json.loads(line)["message"] for line in stdout.splitlines()
+              if json.loads(line)["logger"] == "aiohttp.access"]
+    assert len(access) == 1 and "/api/openapi.json" in access[0]

@@ -1,0 +1,114 @@
+{{/* Names and labels. Component helpers take (dict "root" $ "component" "api"). */}}
+
+{{- define "commons-users.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "commons-users.fullname" -}}
+{{- if contains .Chart.Name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "commons-users.componentName" -}}
+{{- printf "%s-%s" (include "commons-users.fullname" .root) .component | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "commons-users.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "commons-users.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "commons-users.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
+{{ include "commons-users.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: {{ include "commons-users.name" .root }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+{{- end }}
+
+{{/* Labels of chart-wide objects (the ConfigMap, the ServiceMonitor): no component. */}}
+{{- define "commons-users.commonLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "commons-users.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* Rolls the pods whenever the ConfigMap's content changes. */}}
+{{- define "commons-users.configChecksum" -}}
+checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
+{{- end }}
+
+{{/* The non-secret settings, without empty values (so the service's defaults apply). */}}
+{{- define "commons-users.config" -}}
+{{- range $name := list "DATABASE_URL" "JWT_SECRET" }}
+{{- if hasKey $.Values.config $name }}
+{{- fail (printf "config.%s is a secret: put it in the Secret named by existingSecret" $name) }}
+{{- end }}
+{{- end }}
+{{- range $name, $value := .Values.config }}
+{{- if and (not (kindIs "invalid" $value)) (ne (toString $value) "") }}
+{{ $name }}: {{ toString $value | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Pod spec fields every role shares: no API token, non-root, seccomp, a writable /tmp. */}}
+{{- define "commons-users.podSecurity" -}}
+automountServiceAccountToken: false
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  runAsNonRoot: true
+  runAsUser: 10001
+  runAsGroup: 10001
+  fsGroup: 10001
+  seccompProfile:
+    type: RuntimeDefault
+volumes:
+  - name: tmp
+    emptyDir:
+      sizeLimit: 64Mi
+{{- end }}
+
+{{/* Container fields every role shares: the image, a read-only root, the secrets, extra env. */}}
+{{- define "commons-users.container" -}}
+image: {{ printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) | quote }}
+imagePullPolicy: {{ .Values.image.pullPolicy }}
+securityContext:
+  runAsNonRoot: true
+  runAsUser: 10001
+  runAsGroup: 10001
+  readOnlyRootFilesystem: true
+  allowPrivilegeEscalation: false
+  capabilities:
+    drop: ["ALL"]
+volumeMounts:
+  - name: tmp
+    mountPath: /tmp
+{{- end }}
+
+{{/* The secrets, referenced by key in the existing Secret, never copied into the release. */}}
+{{- define "commons-users.secretEnv" -}}
+{{- $secret := required "existingSecret is required: the name of an existing Secret with the keys DATABASE_URL and JWT_SECRET" .Values.existingSecret -}}
+- name: DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: DATABASE_URL
+- name: JWT_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: JWT_SECRET
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
