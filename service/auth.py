@@ -34,40 +34,33 @@ _UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 @dataclass(frozen=True)
 class Session:
-    """The authenticated caller."""
+    """The authenticated caller: the session's contents, and where its id came from."""
 
     id_hash: bytes
-    expires: datetime
-    user_id: str
-    user_full_name: str
-    account_id: str
-    account_name: str
-    canvas_user_id: str | None
-    canvas_api_domain: str | None
-    roles: list[str]
-    is_admin: bool
+    info: SessionInfo
     from_cookie: bool
 
     @classmethod
     def from_row(cls, row: asyncpg.Record, *, from_cookie: bool) -> Session:
-        return cls(
-            id_hash=row["id_hash"], expires=row["expires_at"], user_id=row["user_id"],
+        info = SessionInfo(
+            sid=row["id_hash"].hex(), expires=row["expires_at"], user_id=row["user_id"],
             user_full_name=row["name"], account_id=row["account_id"], account_name=row["account_name"],
             canvas_user_id=row["canvas_user_id"], canvas_api_domain=row["canvas_api_domain"],
-            roles=list(row["roles"]), is_admin=row["is_admin"], from_cookie=from_cookie,
+            roles=list(row["roles"]), is_admin=row["is_admin"],
         )
+        return cls(id_hash=row["id_hash"], info=info, from_cookie=from_cookie)
+
+    @property
+    def user_id(self) -> str:
+        return self.info.user_id
+
+    @property
+    def account_id(self) -> str:
+        return self.info.account_id
 
     @property
     def may_search_users(self) -> bool:
-        return self.is_admin or "group_manager" in self.roles
-
-    def info(self) -> SessionInfo:
-        return SessionInfo(
-            sid=self.id_hash.hex(), expires=self.expires, user_id=self.user_id,
-            user_full_name=self.user_full_name, account_id=self.account_id,
-            account_name=self.account_name, canvas_user_id=self.canvas_user_id,
-            canvas_api_domain=self.canvas_api_domain, roles=self.roles, is_admin=self.is_admin,
-        )
+        return self.info.is_admin or "group_manager" in self.info.roles
 
 
 def hash_session_id(session_id: str) -> bytes:

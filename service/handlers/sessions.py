@@ -26,7 +26,7 @@ async def create_session(request: web.Request) -> web.Response:
     assert body is not None
     claims = auth.decode_identity(body.jwt_token, settings)
     session_id, session = await auth.create_session(request.app[POOL], claims, settings.session_ttl_seconds)
-    response = json_response(CreatedSession(session_id=session_id, **session.info().model_dump()), status=201)
+    response = json_response(CreatedSession(session_id=session_id, **session.info.model_dump()), status=201)
     response.set_cookie(
         auth.SESSION_COOKIE, session_id, max_age=settings.session_ttl_seconds, path="/api",
         httponly=True, secure=True, samesite="Lax",
@@ -44,7 +44,7 @@ async def get_session(request: web.Request) -> web.Response:
     session = request[SESSION]
     if not hmac.compare_digest(auth.hash_session_id(request.match_info["id"]), session.id_hash):
         raise Forbidden("You may only read your own session.")
-    return json_response(session.info())
+    return json_response(session.info)
 
 
 @operation(summary="Destroy the current session", tag="sessions", responses={204: None})
