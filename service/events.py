@@ -105,11 +105,10 @@ Event = Annotated[
     Field(discriminator="type"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
-KNOWN_TYPES = frozenset({"resource.version.published", "resource.imported", "resource.deleted", "user.upserted"})
-
-# Which topic carries each type, and which field is its key (for producers).
+# Which topic carries each type (see partition_key for the key).
 RESOURCE_TYPES = frozenset({"resource.version.published", "resource.imported", "resource.deleted"})
 USER_TYPES = frozenset({"user.upserted"})
+KNOWN_TYPES = RESOURCE_TYPES | USER_TYPES
 
 
 def partition_key(event: Event) -> str:

@@ -33,9 +33,11 @@ async def lock_resources(conn: asyncpg.Connection, resource_ids: Iterable[str]) 
     """Lock the rows of these resources until the transaction ends, in id order (no deadlocks),
     and return their latest version numbers. Every writer of a resource's available updates (the
     consumer and the ignore endpoint) takes this lock first, so none of them loses another's effect."""
+    ids = sorted(set(resource_ids))
+    if not ids:
+        return {}
     rows = await conn.fetch(
-        "SELECT id, version_number FROM resources WHERE id = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE",
-        sorted(set(resource_ids)),
+        "SELECT id, version_number FROM resources WHERE id = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE", ids,
     )
     return {row["id"]: row["version_number"] for row in rows}
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-import json
-
 from aiokafka import AIOKafkaConsumer
 
 from consumers.consumer import EventConsumer
@@ -49,10 +46,3 @@ async def read_topic(settings: Settings, topic: str, count: int) -> list:
     finally:
         await reader.stop()
 
-
-def raw_values(lines: Iterable[str]) -> list[bytes]:
-    return [line.encode() for line in lines]
-
-
-def dumps(value: object) -> bytes:
-    return json.dumps(value).encode()
