@@ -7,9 +7,8 @@ from importlib.metadata import version
 
 from aiohttp import web
 
-from service import auth, db
+from service import auth, db, observability
 from service.cursors import CursorCodec
-from service import observability
 from service.errors import problem_middleware
 from service.handlers import resources, sessions, updates, users
 from service.keys import CURSORS, POOL, SETTINGS

@@ -68,8 +68,11 @@ def hash_session_id(session_id: str) -> bytes:
     return hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).digest()
 
 
-def new_session_id() -> str:
-    return secrets.token_urlsafe(32)  # 256 bits
+async def open_session(conn: asyncpg.Connection | asyncpg.Pool, user_id: str, ttl_seconds: int) -> str:
+    """Open a session for an existing user; returns its secret id (only the hash is stored)."""
+    session_id = secrets.token_urlsafe(32)  # 256 bits
+    await queries.insert_session(conn, hash_session_id(session_id), user_id, ttl_seconds)
+    return session_id
 
 
 async def _session_id_from_body(request: web.Request) -> str | None:
@@ -163,12 +166,10 @@ _LONG_AGO = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 async def create_session(pool: asyncpg.Pool, claims: IdentityClaims, ttl_seconds: int) -> tuple[str, Session]:
     """Upsert the user and open a session; returns the secret id and the session."""
-    session_id = new_session_id()
-    id_hash = hash_session_id(session_id)
     async with pool.acquire() as conn, conn.transaction():
         await ingest.upsert_users(conn, [identity_as_event(claims)])
-        await queries.insert_session(conn, id_hash, claims.sub, ttl_seconds)
-        row = await queries.live_session(conn, id_hash)
+        session_id = await open_session(conn, claims.sub, ttl_seconds)
+        row = await queries.live_session(conn, hash_session_id(session_id))
     assert row is not None
     return session_id, Session.from_row(row, from_cookie=False)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 from pathlib import Path
 import signal
@@ -13,7 +12,7 @@ import sys
 from aiohttp import web
 from pydantic import ValidationError
 
-from service import db, observability
+from service import db, jsontext, observability
 from service.access_log import AccessLogger
 from service.app import create_app
 from service.settings import Settings
@@ -43,16 +42,14 @@ def api(args: argparse.Namespace, settings: Settings) -> None:
 
 
 async def _mint_session(settings: Settings, user_id: str) -> str | None:
-    from service import auth, queries
+    from service import auth
 
     pool = await db.create_pool(settings.database_url.get_secret_value(), min_size=1, max_size=1)
     try:
         async with pool.acquire() as conn:
             if await conn.fetchval("SELECT EXISTS (SELECT FROM users WHERE id = $1)", user_id) is False:
                 return None
-            session_id = auth.new_session_id()
-            await queries.insert_session(conn, auth.hash_session_id(session_id), user_id, settings.session_ttl_seconds)
-            return session_id
+            return await auth.open_session(conn, user_id, settings.session_ttl_seconds)
     finally:
         await pool.close()
 
@@ -100,7 +97,7 @@ def read_event_lines(path: Path) -> list[dict[str, object]]:
         if not line.strip():
             continue
         try:
-            document = json.loads(line)
+            document = jsontext.loads(line)
         except ValueError as exc:
             problems.append(f"line {number}: not JSON ({exc})")
             continue
@@ -114,13 +111,13 @@ def read_event_lines(path: Path) -> list[dict[str, object]]:
 
 
 def produce(args: argparse.Namespace, settings: Settings) -> None:
-    from consumers.topics import UnroutableEvent, produce_documents, route
+    from consumers.topics import produce_documents, route
 
     try:
         documents = read_event_lines(args.file)
         for document in documents:
             route(settings, document)  # all or nothing: refuse the file before sending any of it
-    except (OSError, ValueError, UnroutableEvent) as exc:
+    except (OSError, ValueError) as exc:  # UnroutableEvent is a ValueError
         sys.exit(f"commons-users: {args.file}: {exc}")
     count = asyncio.run(produce_documents(settings, documents))
     print(f"produced {count} events to {settings.kafka_bootstrap_servers}")

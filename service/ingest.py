@@ -18,6 +18,7 @@ import json
 
 import asyncpg
 
+from service import queries
 from service.events import Event, ResourceDeleted, ResourceImported, ResourceVersionPublished, UserUpserted
 
 
@@ -197,15 +198,15 @@ def _json(value: object) -> str:
 
 # Recompute §4's definition for the (user, resource) pairs in `scope`: insert or refresh the pairs
 # with a pending course, delete the others. One statement, whatever the number of pairs.
-_REFRESH = """
-WITH scope AS ({scope}),
+_REFRESH = f"""
+WITH scope AS ({{scope}}),
 wanted AS (
     SELECT DISTINCT ON (s.user_id, s.resource_id) s.user_id, s.resource_id, r.version_number, v.published_at
     FROM scope s
     JOIN resources r ON r.id = s.resource_id
     JOIN resource_versions v ON v.resource_id = r.id AND v.version_number = r.version_number
     JOIN imports i ON i.user_id = s.user_id AND i.resource_id = s.resource_id
-    WHERE i.version_number < r.version_number AND coalesce(i.ignored_version_number, 0) < r.version_number
+    WHERE {queries.pending("i", "r.version_number")}
 ),
 removed AS (
     DELETE FROM available_updates a

@@ -23,7 +23,7 @@ from yarl import URL
 from consumers.consumer import EventConsumer
 from consumers.tansu import tansu_broker
 from consumers.topics import produce_documents
-from service import auth, db, observability, queries
+from service import auth, db, observability
 from service.access_log import AccessLogger
 from service.app import create_app
 from service.cli import read_event_lines
@@ -77,11 +77,7 @@ async def ensure_database(dsn: str, run_dir: Path) -> str:
 
 async def open_demo_sessions(pool: asyncpg.Pool, ttl_seconds: int) -> dict[str, str]:
     """Sessions for the demo teacher and the demo admin (the users arrive as events)."""
-    sessions = {}
-    for user_id in (DEMO_TEACHER, DEMO_ADMIN):
-        sessions[user_id] = auth.new_session_id()
-        await queries.insert_session(pool, auth.hash_session_id(sessions[user_id]), user_id, ttl_seconds)
-    return sessions
+    return {user_id: await auth.open_session(pool, user_id, ttl_seconds) for user_id in (DEMO_TEACHER, DEMO_ADMIN)}
 
 
 async def _wait_for(pool: asyncpg.Pool, query: str, *args: object, timeout: float = 30) -> None:
@@ -104,10 +100,11 @@ def demo_flow(settings: Settings, welcome: dict[str, str]) -> Callable[[web.Appl
         running = asyncio.create_task(consumer.run(stopping))
         try:
             await produce_documents(settings, read_event_lines(DEMO_EVENTS))
-            await _wait_for(pool, "SELECT count(*) = 2 FROM users WHERE id = ANY($1::text[])", [DEMO_TEACHER, DEMO_ADMIN])
+            await _wait_for(pool, "SELECT count(*) = 2 FROM users WHERE id = ANY($1::text[])",
+                            [DEMO_TEACHER, DEMO_ADMIN])
             await produce_documents(settings, read_event_lines(DEMO_UPDATE))
-            await _wait_for(pool, "SELECT EXISTS (SELECT FROM available_updates WHERE user_id = $1 AND version_number = 2)",
-                            DEMO_TEACHER)
+            await _wait_for(pool, "SELECT EXISTS (SELECT FROM available_updates WHERE user_id = $1 "
+                            "AND version_number = 2)", DEMO_TEACHER)
             log.info("an update to r-fractions arrived through the broker")
             welcome.update(await open_demo_sessions(pool, settings.session_ttl_seconds))
             yield

@@ -6,12 +6,17 @@ from typing import Any
 
 import asyncpg
 
-
 # The columns that make a Resource, selected from `resources r`.
 _RESOURCE_COLUMNS = """
     r.id, r.title, r.description, r.type, r.account_id, r.account_name, r.authors, r.tags,
     r.thumbnail, r.create_date, r.update_date, r.version_id
 """
+
+def pending(imports: str, latest: str) -> str:
+    """SQL: the course of the import row `imports` is pending against version `latest` (§4): it
+    holds an older version, and that latest version was not ignored there."""
+    return f"{imports}.version_number < {latest} AND coalesce({imports}.ignored_version_number, 0) < {latest}"
+
 
 # --- users and sessions -------------------------------------------------------------------------
 
@@ -186,9 +191,7 @@ _UPDATES = f"""
         FROM imports i
         LEFT JOIN resource_versions held
                ON held.resource_id = i.resource_id AND held.version_number = i.version_number
-        WHERE i.user_id = a.user_id AND i.resource_id = a.resource_id
-          AND i.version_number < a.version_number
-          AND coalesce(i.ignored_version_number, 0) < a.version_number
+        WHERE i.user_id = a.user_id AND i.resource_id = a.resource_id AND {pending("i", "a.version_number")}
     ) c
     WHERE a.user_id = $1 {{condition}}
     ORDER BY a.published_at DESC, a.resource_id DESC
@@ -212,11 +215,7 @@ async def available_update(pool: asyncpg.Pool, user_id: str, resource_id: str) -
 
 async def pending_courses(conn: asyncpg.Connection, user_id: str, resource_id: str, latest: int) -> list[str]:
     rows = await conn.fetch(
-        """
-        SELECT course_id FROM imports
-        WHERE user_id = $1 AND resource_id = $2 AND version_number < $3
-          AND coalesce(ignored_version_number, 0) < $3
-        """,
+        f"SELECT course_id FROM imports WHERE user_id = $1 AND resource_id = $2 AND {pending('imports', '$3')}",
         user_id, resource_id, latest,
     )
     return [row["course_id"] for row in rows]
