@@ -7,7 +7,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH
 RUN python -m venv /opt/venv
-WORKDIR /app
+WORKDIR /src
 
 # The pinned dependencies, in a layer that code changes leave cached.
 COPY pyproject.toml constraints.txt ./
@@ -15,14 +15,14 @@ RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))
         > /tmp/requirements.txt \
     && pip install -c constraints.txt -r /tmp/requirements.txt
 
-# The code stays in /app, where service/db.py finds sql/migrations beside it; the venv only
-# points at it (an editable install) and carries the `commons-users` script.
+# The package as a wheel (the code and its SQL migrations, nothing else), installed into the venv.
 COPY README.md ./
+COPY core/ core/
 COPY service/ service/
 COPY consumers/ consumers/
 COPY sql/ sql/
-RUN pip install --no-deps -e . \
-    && python -m compileall -q service consumers
+RUN pip wheel --no-deps --wheel-dir /tmp/wheels . \
+    && pip install --no-deps /tmp/wheels/commons_users-*.whl
 
 
 FROM python:3.11-slim-bookworm
@@ -31,8 +31,6 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 COPY --from=builder /opt/venv /opt/venv
-COPY --from=builder /app /app
-WORKDIR /app
 
 # Numeric, so that Kubernetes can verify runAsNonRoot; nothing in the image is writable by it.
 USER 10001:10001

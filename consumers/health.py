@@ -7,8 +7,8 @@ import time
 from aiohttp import web
 
 from consumers.consumer import EventConsumer
-from service import observability
-from service.settings import Settings
+from core.observability import health_response, metrics_response, observe_pool
+from core.settings import Settings
 
 CONSUMER = web.AppKey("consumer", EventConsumer)
 
@@ -18,24 +18,24 @@ async def healthz(request: web.Request) -> web.Response:
     consumer = request.app[CONSUMER]
     idle = time.monotonic() - consumer.last_turn
     live = idle < consumer.settings.consumer_liveness_seconds
-    return observability.health_response(live, f"the loop last turned {idle:.1f} s ago")
+    return health_response(live, f"the loop last turned {idle:.1f} s ago")
 
 
 async def readyz(request: web.Request) -> web.Response:
     """Readiness: the group was joined and no assigned partition lags too far behind."""
     consumer = request.app[CONSUMER]
     if not consumer.joined:
-        return observability.health_response(False, "not in the consumer group yet")
+        return health_response(False, "not in the consumer group yet")
     lags = consumer.lag()
     worst = max(lags.values(), default=0)
     ready = worst <= consumer.settings.consumer_ready_max_lag
-    return observability.health_response(ready, f"{len(consumer.assignment)} partitions, largest lag {worst}")
+    return health_response(ready, f"{len(consumer.assignment)} partitions, largest lag {worst}")
 
 
 async def metrics(request: web.Request) -> web.Response:
     consumer = request.app[CONSUMER]
-    observability.observe_pool(consumer.pool, consumer.settings.db_pool_max_size)
-    return observability.metrics_response()
+    observe_pool(consumer.pool, consumer.settings.db_pool_max_size)
+    return metrics_response()
 
 
 def health_app(consumer: EventConsumer) -> web.Application:

@@ -1,1 +1,1 @@
-"""The Commons Users API service: HTTP endpoints and the domain code the consumer shares."""
+"""The HTTP API, and `commons-users`, the command every role runs (cli.py)."""

@@ -34,7 +34,11 @@ class AccessLogger(AbstractAccessLogger):
             return
         self.logger.info(
             '%s "%s %s" %s %s %.1fms',
-            request.remote, request.method, redacted_target(request), response.status,
-            response.body_length, time * 1000,
+            request.remote,
+            request.method,
+            redacted_target(request),
+            response.status,
+            response.body_length,
+            time * 1000,
             extra={"request_id": response.headers.get(REQUEST_ID_HEADER)},
         )

@@ -7,13 +7,16 @@ from importlib.metadata import version
 
 from aiohttp import web
 
-from service import auth, db, observability
+from core import db
+from core.observability import health_response, metrics_response, observe_pool
+from core.settings import Settings
+from service import auth, observability
+from service.auth import public
 from service.cursors import CursorCodec
-from service.errors import problem_middleware
 from service.handlers import resources, sessions, updates, users
 from service.keys import CURSORS, POOL, SETTINGS
 from service.openapi import build_document
-from service.settings import Settings
+from service.problems import problem_middleware
 
 OPENAPI = web.AppKey("openapi", dict)
 
@@ -22,31 +25,36 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[POOL] = await db.create_pool(
         settings.database_url.get_secret_value(),
-        min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size,
+        min_size=settings.db_pool_min_size,
+        max_size=settings.db_pool_max_size,
     )
     yield
     await app[POOL].close()
 
 
+@public
 async def openapi_document(request: web.Request) -> web.Response:
     return web.json_response(request.app[OPENAPI])
 
 
+@public
 async def healthz(request: web.Request) -> web.Response:
     """Liveness: the process answers."""
-    return observability.health_response(True, "serving")
+    return health_response(True, "serving")
 
 
+@public
 async def readyz(request: web.Request) -> web.Response:
     """Readiness: the database answers."""
     settings = request.app[SETTINGS]
     ready = await observability.database_answers(request.app[POOL], settings.readiness_timeout_seconds)
-    return observability.health_response(ready, "database reachable" if ready else "database unreachable")
+    return health_response(ready, "database reachable" if ready else "database unreachable")
 
 
+@public
 async def metrics(request: web.Request) -> web.Response:
-    observability.observe_pool(request.app[POOL], request.app[SETTINGS].db_pool_max_size)
-    return observability.metrics_response()
+    observe_pool(request.app[POOL], request.app[SETTINGS].db_pool_max_size)
+    return metrics_response()
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
@@ -71,8 +79,12 @@ def add_routes(router: web.UrlDispatcher) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[observability.request_id_middleware, observability.metrics_middleware, problem_middleware,
-                     auth.session_middleware],
+        middlewares=[
+            observability.request_id_middleware,
+            observability.metrics_middleware,
+            problem_middleware,
+            auth.session_middleware,
+        ],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 import hashlib
 import hmac
 import json
 
-from service.errors import InvalidCursor
-from service.models import FieldError
+from core.errors import FieldError, InvalidInput
 
 _MAC_BYTES = 16
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = datetime.resolution
+
+
+class InvalidCursor(InvalidInput):
+    pass
 
 
 def _b64(data: bytes) -> str:
@@ -29,7 +32,6 @@ def _to_wire(value: str | datetime) -> str | int:
     if isinstance(value, datetime):
         return (value - _EPOCH) // _MICROSECOND
     return value
-
 
 
 class CursorCodec:
@@ -57,13 +59,15 @@ class CursorCodec:
         decoded = json.loads(payload)
         if decoded[0] != kind or len(decoded) != len(types) + 1:
             raise _invalid("The cursor belongs to another listing.")
-        return tuple(_from_wire(value, wanted) for value, wanted in zip(decoded[1:], types, strict=False))
+        return tuple(_from_wire(value, wanted) for value, wanted in zip(decoded[1:], types, strict=True))
 
 
-def _from_wire(value: str | int, wanted: type) -> str | datetime:
-    if wanted is datetime:
+def _from_wire(value: object, wanted: type) -> str | datetime:
+    if wanted is datetime and isinstance(value, int):
         return _EPOCH + value * _MICROSECOND
-    return value
+    if wanted is str and isinstance(value, str):
+        return value
+    raise _invalid("The cursor belongs to another listing.")
 
 
 def _invalid(detail: str) -> InvalidCursor:

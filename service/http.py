@@ -9,11 +9,13 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from service import jsontext
-from service.auth import Session
-from service.errors import Forbidden, InvalidInput, invalid_input
+from core import jsontext
+from core.errors import FieldError, Forbidden, InvalidInput
+from core.sessions import Session
+from core.text import Identifier
 from service.keys import CURSORS, SESSION
-from service.models import FieldError, Identifier, PageMeta
+from service.models import PageMeta
+from service.problems import invalid_input
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -34,17 +36,21 @@ async def parse_body(request: web.Request, model: type[Model], *, required: bool
     raw = await request.read()
     if not raw.strip():
         if required:
-            raise InvalidInput("A JSON body is required.", [FieldError(field="body", location="body",
-                                                                        message="missing")])
+            raise InvalidInput(
+                "A JSON body is required.", [FieldError(field="body", location="body", message="missing")]
+            )
         return None
     if request.content_type != "application/json":
-        raise InvalidInput("The body must be sent as application/json.",
-                           [FieldError(field="Content-Type", location="header", message=request.content_type)])
+        raise InvalidInput(
+            "The body must be sent as application/json.",
+            [FieldError(field="Content-Type", location="header", message=request.content_type)],
+        )
     try:
         document = jsontext.loads(raw)
     except ValueError as exc:
-        raise InvalidInput("The body is not valid JSON.",
-                           [FieldError(field="body", location="body", message=str(exc))]) from None
+        raise InvalidInput(
+            "The body is not valid JSON.", [FieldError(field="body", location="body", message=str(exc))]
+        ) from None
     try:
         return model.model_validate(document)
     except ValidationError as exc:
@@ -60,13 +66,15 @@ def path_id(request: web.Request, name: str) -> str:
         return _IDENTIFIER.validate_python(request.match_info[name])
     except ValidationError as exc:
         message = exc.errors(include_url=False)[0]["msg"]
-        raise InvalidInput(f"Invalid path parameter {name}.", [FieldError(field=name, location="path",
-                                                                           message=message)]) from None
+        raise InvalidInput(
+            f"Invalid path parameter {name}.", [FieldError(field=name, location="path", message=message)]
+        ) from None
 
 
 def json_response(model: BaseModel, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, body=model.model_dump_json(by_alias=True),
-                        content_type="application/json", headers=headers)
+    return web.Response(
+        status=status, body=model.model_dump_json(by_alias=True), content_type="application/json", headers=headers
+    )
 
 
 def own_session(request: web.Request) -> Session:

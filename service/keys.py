@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-import asyncpg
 from aiohttp import web
+import asyncpg
 
+from core.sessions import Session
+from core.settings import Settings
 from service.cursors import CursorCodec
-from service.settings import Settings
-
-if TYPE_CHECKING:
-    from service.auth import Session
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 CURSORS = web.AppKey("cursors", CursorCodec)
-SESSION: web.RequestKey[Session] = web.RequestKey("session", object)  # type: ignore[arg-type]
+SESSION = web.RequestKey("session", Session)

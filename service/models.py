@@ -5,70 +5,14 @@ These models are the single source of the OpenAPI document, so the two cannot dr
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Annotated
+from datetime import datetime
 
-from pydantic import (
-    AfterValidator, AliasChoices, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator,
-)
+from pydantic import AliasChoices, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-Identifier = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
-
-# A host name with an optional port: it becomes part of a profile URL.
-HostName = Annotated[str, StringConstraints(max_length=253, pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::\d{1,5})?$")]
-
-
-# Free text, bounded so that rows and index entries stay within PostgreSQL's limits.
-Text = Annotated[str, StringConstraints(max_length=500)]
-LongText = Annotated[str, StringConstraints(max_length=20_000)]
-UNSTORABLE_TEXT = "must be UTF-8 text without NUL characters"
-
-
-def _storable(text: str) -> bool:
-    if "\x00" in text:
-        return False
-    try:
-        text.encode()  # a lone surrogate (JSON allows "\ud800") is not UTF-8
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def unstorable_text_path(value: object, path: str = "") -> str | None:
-    """Where in a JSON-like value a string PostgreSQL cannot store is ("" for the value itself),
-    or None when there is none."""
-    if isinstance(value, str):
-        return None if _storable(value) else path
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for key, item in items:
-        inner = f"{path}.{key}" if path else str(key)
-        if not _storable(str(key)):
-            return inner
-        if (found := unstorable_text_path(item, inner)) is not None:
-            return found
-    return None
-
-
-def _to_utc(value: datetime) -> datetime:
-    try:
-        return value.astimezone(timezone.utc)
-    except OverflowError:
-        raise ValueError("out of the range of dates") from None
-
-
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
-
-
-class TextModel(BaseModel):
-    """Refuses, anywhere in its input, text that PostgreSQL cannot store."""
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_nul(cls, value: object) -> object:
-        if unstorable_text_path(value) is not None:
-            raise ValueError(UNSTORABLE_TEXT)
-        return value
+from core.errors import FieldError
+from core.text import Identifier, Text, TextModel
+from service.auth import SESSION_BODY_PROPERTY
 
 
 class ApiModel(TextModel):
@@ -174,12 +118,6 @@ class CreatedSession(SessionInfo):
     session_id: str = Field(description="The secret session id; also set as the `session` cookie.")
 
 
-class FieldError(ApiModel):
-    field: str = Field(description="The parameter, body property or claim at fault.")
-    location: str = Field(description="Where it was: `query`, `path`, `body` or `token`.")
-    message: str
-
-
 class Problem(ApiModel):
     """An RFC 9457 problem detail."""
 
@@ -199,7 +137,7 @@ class RequestModel(ApiModel):
 
 class BodyWithSession(RequestModel):
     # A session id may travel in the body (the last of the five session sources).
-    session_id: str | None = Field(None, description="Session id, when sent in the body.")
+    session_id: str | None = Field(None, alias=SESSION_BODY_PROPERTY, description="Session id, when sent in the body.")
 
 
 class PageQuery(TextModel):
@@ -232,22 +170,3 @@ class IgnoreRequest(BodyWithSession):
 
 class SessionRequest(RequestModel):
     jwt_token: str = Field(alias="jwt_token", min_length=1, max_length=16384)
-
-
-class IdentityClaims(TextModel):
-    """The JWT claims that identify a user to `POST /api/sessions`."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    sub: Identifier
-    account_id: Identifier = Field(alias="accountId")
-    account_name: Text = Field(alias="accountName")
-    name: Text = Field(min_length=1)
-    email: Text
-    canvas_user_id: Identifier | None = Field(None, alias="canvasUserId")
-    canvas_api_domain: HostName | None = Field(None, alias="canvasApiDomain")
-    avatar_url: Text | None = Field(None, alias="avatarUrl")
-    is_admin: bool = Field(False, alias="isAdmin")
-    roles: list[Text] = Field(default_factory=list, max_length=50)
-    exp: int
-    iat: int | None = None

@@ -11,6 +11,14 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from service.auth import (
+    SESSION_BODY_PROPERTY,
+    SESSION_COOKIE,
+    SESSION_HEADER,
+    SESSION_QUERY,
+    STATE_QUERY,
+    is_public,
+)
 from service.models import Problem
 
 OPERATION_ATTRIBUTE = "__openapi_operation__"
@@ -27,7 +35,7 @@ class PathParameter:
 
 @dataclass(frozen=True)
 class Operation:
-    """What a handler accepts and answers, for the document (and whether it needs a session)."""
+    """What a handler accepts and answers, for the document."""
 
     summary: str
     tag: str
@@ -37,7 +45,6 @@ class Operation:
     body: type[BaseModel] | None = None
     body_required: bool = True
     errors: tuple[int, ...] = ()
-    public: bool = False
     deprecated: bool = False
     description: str = ""
     response_headers: dict[str, str] = field(default_factory=dict)
@@ -55,12 +62,28 @@ def operation(**kwargs: Any) -> Callable[[Handler], Handler]:
 
 
 _SESSION_PARAMETERS: list[dict[str, Any]] = [
-    {"name": "X-Session-ID", "in": "header", "required": False, "schema": {"type": "string"},
-     "description": "Session id (the second of five sources, after the `session` cookie)."},
-    {"name": "session-id", "in": "query", "required": False, "schema": {"type": "string"},
-     "description": "Session id (third source)."},
-    {"name": "state", "in": "query", "required": False, "schema": {"type": "string"},
-     "description": "Session id, its first value (fourth source; the body's `sessionId` is the fifth)."},
+    {
+        "name": SESSION_HEADER,
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": f"Session id (the second of five sources, after the `{SESSION_COOKIE}` cookie).",
+    },
+    {
+        "name": SESSION_QUERY,
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "Session id (third source).",
+    },
+    {
+        "name": STATE_QUERY,
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": f"Session id, its first value (fourth source; the body's `{SESSION_BODY_PROPERTY}` is the "
+        "fifth).",
+    },
 ]
 
 
@@ -71,8 +94,9 @@ def _query_parameters(model: type[BaseModel], schema: dict[str, Any]) -> list[di
     for name, prop in properties.items():
         prop = dict(prop)
         description = prop.pop("description", "")
-        parameters.append({"name": name, "in": "query", "required": name in required,
-                           "description": description, "schema": prop})
+        parameters.append(
+            {"name": name, "in": "query", "required": name in required, "description": description, "schema": prop}
+        )
     return parameters
 
 
@@ -83,35 +107,36 @@ def _content(model: type[BaseModel] | None, media_type: str = "application/json"
 
 
 def build_document(app: web.Application, *, title: str, version: str) -> dict[str, Any]:
-    described: list[tuple[str, str, Operation]] = []
+    described: list[tuple[str, str, Operation, bool]] = []
     for route in app.router.routes():
         op = getattr(route.handler, OPERATION_ATTRIBUTE, None)
         if op is not None and route.resource is not None and route.method != "HEAD":
-            described.append((route.resource.canonical, route.method.lower(), op))
+            described.append((route.resource.canonical, route.method.lower(), op, is_public(route.handler)))
 
     models: set[type[BaseModel]] = {Problem}
-    for _, _, op in described:
+    for _, _, op, _ in described:
         models.update(m for m in op.responses.values() if m is not None)
     _, definitions = models_json_schema(
         [(m, "serialization") for m in models]
-        + [(op.body, "validation") for _, _, op in described if op.body is not None],
+        + [(op.body, "validation") for _, _, op, _ in described if op.body is not None],
         ref_template=_REF_TEMPLATE,
     )
     schemas = definitions.get("$defs", {})
     query_schemas = {
         op.query: op.query.model_json_schema(by_alias=True, ref_template=_REF_TEMPLATE)
-        for _, _, op in described if op.query is not None
+        for _, _, op, _ in described
+        if op.query is not None
     }
 
     paths: dict[str, dict[str, Any]] = {}
-    for path, method, op in described:
+    for path, method, op, public in described:
         parameters: list[dict[str, Any]] = [
-            {"name": p.name, "in": "path", "required": True, "description": p.description,
-             "schema": {"type": "string"}} for p in op.path
+            {"name": p.name, "in": "path", "required": True, "description": p.description, "schema": {"type": "string"}}
+            for p in op.path
         ]
         if op.query is not None:
             parameters += _query_parameters(op.query, query_schemas[op.query])
-        if not op.public:
+        if not public:
             parameters += _SESSION_PARAMETERS
         responses: dict[str, Any] = {}
         for status, model in op.responses.items():
@@ -122,13 +147,18 @@ def build_document(app: web.Application, *, title: str, version: str) -> dict[st
                     for name, text in op.response_headers.items()
                 }
         error_statuses = {400, 413, *op.errors} if op.body else {400, *op.errors}
-        if not op.public:
+        if not public:
             error_statuses |= {401}
         for status in sorted(error_statuses):
-            responses[str(status)] = {"description": HTTPStatus(status).phrase,
-                                      **_content(Problem, "application/problem+json")}
+            responses[str(status)] = {
+                "description": HTTPStatus(status).phrase,
+                **_content(Problem, "application/problem+json"),
+            }
         entry: dict[str, Any] = {
-            "summary": op.summary, "tags": [op.tag], "parameters": parameters, "responses": responses,
+            "summary": op.summary,
+            "tags": [op.tag],
+            "parameters": parameters,
+            "responses": responses,
             "operationId": f"{method}{path.replace('/', '_').replace('{', '').replace('}', '')}",
         }
         if op.description:
@@ -137,7 +167,7 @@ def build_document(app: web.Application, *, title: str, version: str) -> dict[st
             entry["deprecated"] = True
         if op.body is not None:
             entry["requestBody"] = {"required": op.body_required, **_content(op.body)}
-        if not op.public:
+        if not public:
             entry["security"] = [{"sessionCookie": []}, {"sessionHeader": []}]
         paths.setdefault(path, {})[method] = entry
 
@@ -148,8 +178,8 @@ def build_document(app: web.Application, *, title: str, version: str) -> dict[st
         "components": {
             "schemas": schemas,
             "securitySchemes": {
-                "sessionCookie": {"type": "apiKey", "in": "cookie", "name": "session"},
-                "sessionHeader": {"type": "apiKey", "in": "header", "name": "X-Session-ID"},
+                "sessionCookie": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE},
+                "sessionHeader": {"type": "apiKey", "in": "header", "name": SESSION_HEADER},
             },
         },
     }

@@ -1,5 +1,6 @@
-"""Fixtures: a throwaway, migrated database per test run, emptied before every test, and the app
-served over real HTTP by aiohttp's test server."""
+"""Fixtures every kind of test shares: a throwaway, migrated database per test run, emptied before
+every test, and empty ones on demand; the app served over real HTTP by aiohttp's test server; a
+Kafka-protocol broker, and settings giving each test topics and a consumer group of its own."""
 
 from __future__ import annotations
 
@@ -9,17 +10,16 @@ import os
 import secrets
 
 import aiohttp
+from aiohttp.test_utils import TestClient, TestServer
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
-from service import db
+from core import db
+from core.settings import Settings
 from service.app import create_app
-from service.settings import Settings
+from tests.factories import make_settings
 from tests.services import kafka_broker, postgres_server
-
-JWT_SECRET = "test-jwt-secret-" + "s" * 16
 
 
 async def _admin(server_url: str, statement: str) -> None:
@@ -44,6 +44,24 @@ def database_url() -> Iterator[str]:
 
 
 @pytest.fixture
+def empty_database(database_url: str) -> Iterator[str]:
+    """The URL of a database with nothing in it, on the tests' server; dropped afterwards."""
+    server = URL(database_url).with_path("/postgres")
+    name = f"commons_users_empty_{secrets.token_hex(4)}"
+
+    async def admin(statement: str) -> None:
+        conn = await asyncpg.connect(str(server))
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    yield str(server.with_path(f"/{name}"))
+    asyncio.run(admin(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await db.create_pool(database_url, min_size=1, max_size=8)
     tables = await pool.fetch(
@@ -53,10 +71,6 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     await pool.execute(f"TRUNCATE {', '.join(t['name'] for t in tables)}")
     yield pool
     await pool.close()
-
-
-def make_settings(database_url: str, **overrides: object) -> Settings:
-    return Settings(_env_file=None, database_url=database_url, jwt_secret=JWT_SECRET, **overrides)  # type: ignore[call-arg]
 
 
 @pytest.fixture
@@ -81,9 +95,14 @@ def consumer_settings(database_url: str, kafka_bootstrap: str) -> Settings:
     """Settings with topics and a consumer group of this test's own."""
     suffix = secrets.token_hex(4)
     return make_settings(
-        database_url, kafka_bootstrap_servers=kafka_bootstrap, kafka_create_topics=True, kafka_topic_partitions=2,
-        kafka_resource_topic=f"resource-events-{suffix}", kafka_user_topic=f"user-events-{suffix}",
+        database_url,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        kafka_create_topics=True,
+        kafka_topic_partitions=2,
+        kafka_resource_topic=f"resource-events-{suffix}",
+        kafka_user_topic=f"user-events-{suffix}",
         kafka_consumer_group=f"commons-users-{suffix}",
         # Short group timeouts: the local broker holds a join for half the session timeout.
-        consumer_session_timeout_ms=2000, consumer_heartbeat_interval_ms=200,
+        consumer_session_timeout_ms=2000,
+        consumer_heartbeat_interval_ms=200,
     )

@@ -6,8 +6,8 @@ from aiokafka import AIOKafkaConsumer
 
 from consumers.consumer import EventConsumer
 from consumers.topics import produce_documents
-from service.events import Event
-from service.settings import Settings
+from core.events import Event
+from core.settings import Settings
 
 
 def document(event: Event) -> dict:
@@ -32,8 +32,13 @@ async def consume_until(consumer: EventConsumer, condition, *, attempts: int = 1
 
 async def read_topic(settings: Settings, topic: str, count: int) -> list:
     """The first `count` records of a topic (across its partitions)."""
-    reader = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap_servers,
-                              auto_offset_reset="earliest", enable_auto_commit=False, group_id=None)
+    reader = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
     await reader.start()
     try:
         records = []
@@ -45,4 +50,3 @@ async def read_topic(settings: Settings, topic: str, count: int) -> list:
         return records
     finally:
         await reader.stop()
-

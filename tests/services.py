@@ -82,7 +82,7 @@ def kafka_broker(env: Mapping[str, str]) -> Iterator[str]:
         with KafkaContainer(KAFKA_IMAGE) as container:
             yield container.get_bootstrap_server()
     else:
-        from consumers.tansu import tansu_broker
+        from devtools.tansu import tansu_broker
 
         with tansu_broker() as bootstrap:
             yield bootstrap

@@ -1,1 +1,1 @@
-"""HTTP handlers: parse, call one query, shape the response."""
+"""HTTP handlers: parse the request, call one function of `core`, shape the response."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service import queries
-from service.errors import Forbidden, NotFound
+from core import users
+from core.errors import Forbidden, NotFound
 from service.http import decode_cursor, json_response, page_meta, parse_query, path_id
 from service.keys import POOL, SESSION
 from service.models import PageMeta, Profile, UserPage, UserSearchQuery, UserSummary
@@ -14,21 +14,17 @@ from service.openapi import PathParameter, operation
 MIN_QUERY_LENGTH = 3
 
 
-def like_pattern(text: str) -> str:
-    """An ILIKE pattern matching `text` anywhere, its own wildcards taken literally."""
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
 @operation(
     summary="The Canvas profile URL of a user of your account",
-    tag="users", path=(PathParameter("userId", "Any user of the caller's account."),),
-    responses={200: Profile}, errors=(404,),
+    tag="users",
+    path=(PathParameter("userId", "Any user of the caller's account."),),
+    responses={200: Profile},
+    errors=(404,),
 )
 async def get_profile(request: web.Request) -> web.Response:
     session = request[SESSION]
     user_id = path_id(request, "userId")
-    row = await queries.user_in_account(request.app[POOL], user_id, session.account_id)
+    row = await users.canvas_identity(request.app[POOL], user_id, session.account_id)
     if row is None:
         raise NotFound(f"No user {user_id!r} in your account.")
     if row["canvas_user_id"] is None or row["canvas_api_domain"] is None:
@@ -40,7 +36,10 @@ async def get_profile(request: web.Request) -> web.Response:
     summary="Search the users of your account",
     description="Case-insensitive substring match on name or e-mail, ordered by name. Admins and "
     "group managers only. A `q` shorter than 3 characters finds nothing (an empty page).",
-    tag="users", query=UserSearchQuery, responses={200: UserPage}, errors=(403,),
+    tag="users",
+    query=UserSearchQuery,
+    responses={200: UserPage},
+    errors=(403,),
 )
 async def search_users(request: web.Request) -> web.Response:
     session = request[SESSION]
@@ -50,10 +49,10 @@ async def search_users(request: web.Request) -> web.Response:
     after = decode_cursor(request, query.cursor, "users", str, str)
     if len(query.q) < MIN_QUERY_LENGTH:
         return json_response(UserPage(items=[], meta=PageMeta(cursor=None)))
-    rows = await queries.search_users(
-        request.app[POOL], session.account_id, like_pattern(query.q), after, query.size + 1
+    rows = await users.search_users(request.app[POOL], session.account_id, query.q, after, query.size + 1)
+    return json_response(
+        UserPage(
+            items=[UserSummary.model_validate(dict(row)) for row in rows[: query.size]],
+            meta=page_meta(request, rows, query.size, "users", "name", "id"),
+        )
     )
-    return json_response(UserPage(
-        items=[UserSummary.model_validate(dict(row)) for row in rows[: query.size]],
-        meta=page_meta(request, rows, query.size, "users", "name", "id"),
-    ))

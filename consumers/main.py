@@ -1,0 +1,38 @@
+"""`commons-users consumer`: the consumer process, from start to a clean exit on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from consumers.consumer import ConsumerHalted, EventConsumer
+from consumers.health import serve_health
+from core import db
+from core.settings import Settings
+
+log = logging.getLogger("commons_users")
+
+
+async def consume(settings: Settings) -> int:
+    """Consume until SIGTERM or SIGINT (exit status 0), or until the consumer halts (2)."""
+    pool = await db.create_pool(
+        settings.database_url.get_secret_value(), min_size=1, max_size=settings.db_pool_max_size
+    )
+    consumer = EventConsumer(settings, pool)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signal_number, stopping.set)
+    health = await serve_health(consumer, settings)
+    try:
+        await consumer.start()
+        await consumer.run(stopping)  # SIGTERM: the batch in hand commits, then the loop ends
+        return 0
+    except ConsumerHalted as exc:
+        log.critical("consumer halted: %s", exc)
+        return 2
+    finally:
+        await consumer.stop()
+        await health.cleanup()
+        await pool.close()

