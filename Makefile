@@ -10,7 +10,7 @@ PORT ?= 8080
 run: export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/commons_users
 run: export JWT_SECRET ?= local-development-secret-not-for-production
 
-.PHONY: run test lint install clean
+.PHONY: run test test-long lint install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest
+
+# The longer forms of the fault tests (docs/reliability.md); not part of `make test`.
+test-long: $(STAMP)
+	$(BIN)/python -m pytest -m long
 
 clean:
 	rm -rf $(VENV) .run

@@ -11,7 +11,6 @@ that lag tooling sees the group's progress.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
 import logging
 import os
@@ -19,17 +18,21 @@ import secrets
 import socket
 import time
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 import asyncpg
 
 from consumers import metrics, offsets
-from consumers.decoding import DeadLetters, Decoded, decode
-from consumers.topics import ensure_topics, event_topics, partition_name
+from consumers.decoding import DeadLetterFailed, DeadLetters, Decoded, decode
+from consumers.ownership import Ownership
+from consumers.topics import ensure_topics, event_topics, partition_name, topic_types
+from core import db
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
+
+_DATABASE_RETRY_SECONDS = 1
 
 
 class ConsumerHalted(RuntimeError):
@@ -51,39 +54,37 @@ class EventConsumer:
         self.pool = pool
         self.member = member or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._group = settings.kafka_consumer_group
-        self._generations: dict[TopicPartition, int] = {}
-        # Consecutive dead letters per partition, as stored with its offset.
-        self._failures: dict[TopicPartition, int] = {}
-        # Stored offsets not yet compared with the partition's end (known from the first fetch).
-        self._unchecked: dict[TopicPartition, int] = {}
-        self._batch_lock = asyncio.Lock()  # a rebalance waits for the batch in hand
-        # For the probes: when the loop last turned, whether the group was joined, how far each
-        # partition is applied.
-        self.last_turn = time.monotonic()
-        self.joined = False
-        self._applied_to: dict[TopicPartition, int] = {}
+        self.last_turn = time.monotonic()  # for the liveness probe
         self._halt: ConsumerHalted | None = None
         self._kafka = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             group_id=self._group,
-            # Every partition is positioned explicitly (see claim), and fetch() catches a stored
+            # Every partition is positioned explicitly (consumers/ownership.py), and fetch() catches a stored
             # position past the end of a partition before any of its records is applied.
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             session_timeout_ms=settings.consumer_session_timeout_ms,
             heartbeat_interval_ms=settings.consumer_heartbeat_interval_ms,
         )
-        self._dead_letters = DeadLetters(settings.kafka_bootstrap_servers)
+        self._dead_letters = DeadLetters(
+            settings.kafka_bootstrap_servers, settings.consumer_dead_letter_timeout_seconds
+        )
+        self._topic_types = topic_types(settings)
+        self.ownership = Ownership(self._kafka, pool, self._group, self.member, self.halt)
 
     @property
     def assignment(self) -> set[TopicPartition]:
-        return set(self._generations)
+        return set(self.ownership.partitions)
+
+    @property
+    def joined(self) -> bool:
+        return self.ownership.joined
 
     async def start(self) -> None:
         if self.settings.kafka_create_topics:
             await ensure_topics(self.settings)
         await self._dead_letters.start()
-        self._kafka.subscribe(event_topics(self.settings), listener=_Ownership(self))
+        self._kafka.subscribe(event_topics(self.settings), listener=self.ownership)
         await self._kafka.start()
         topics = ", ".join(event_topics(self.settings))
         log.info("consumer %s joined group %s for %s", self.member, self._group, topics)
@@ -102,10 +103,10 @@ class EventConsumer:
     def lag(self) -> dict[TopicPartition, int]:
         """Records not yet applied, per assigned partition whose end is known."""
         lags = {}
-        for partition in self._generations:
+        for partition, owned in self.ownership.partitions.items():
             end = self._kafka.highwater(partition)
             if end is not None:
-                lags[partition] = max(end - self._applied_to.get(partition, 0), 0)
+                lags[partition] = max(end - owned.next_offset, 0)
         return lags
 
     async def run_once(self, timeout_ms: int = 1000) -> int:
@@ -115,21 +116,29 @@ class EventConsumer:
 
     async def fetch(self, timeout_ms: int) -> list[Batch]:
         self._raise_if_halted()
-        fetched = await self._kafka.getmany(timeout_ms=timeout_ms, max_records=self.settings.consumer_max_batch)
+        try:
+            fetched = await self._kafka.getmany(timeout_ms=timeout_ms, max_records=self.settings.consumer_max_batch)
+        except Exception as exc:  # not a record's fault (a corrupt batch, say): nothing of it can be applied
+            held = sorted(self.ownership.partitions.items())
+            positions = ", ".join(f"{partition_name(p)} from offset {o.next_offset}" for p, o in held)
+            raise self.halt(
+                f"the fetch failed ({type(exc).__name__}: {exc}); nothing was applied past {positions}. Stopping "
+                'rather than skipping: see README, "The consumer", for what an operator can do.'
+            ) from exc
         self._raise_if_halted()
         # A stored position past the end of its partition is answered by Kafka with a reset to the
         # beginning, by some brokers with nothing at all: compare it with the end the fetch reported.
-        for partition, stored in list(self._unchecked.items()):
-            end = self._kafka.highwater(partition)
-            if end is not None:
-                del self._unchecked[partition]
+        for partition, owned in list(self.ownership.partitions.items()):
+            end, stored = self._kafka.highwater(partition), owned.unchecked_offset
+            if end is not None and stored is not None:
+                owned.unchecked_offset = None
                 if stored > end:
                     await self._offset_beyond_end(partition, stored, end)
                     fetched.pop(partition, None)  # replayed from the beginning by the next fetch
         for partition, lag in self.lag().items():
             metrics.PARTITION_LAG.labels(partition.topic, str(partition.partition)).set(lag)
         return [
-            Batch(partition, self._generations.get(partition, -1), records)
+            Batch(partition, self.ownership.generation(partition), records)
             for partition, records in fetched.items()
             if records
         ]
@@ -149,31 +158,57 @@ class EventConsumer:
 
     async def apply(self, batch: Batch) -> int | None:
         """Dead-letter what does not decode, then apply the rest with the partition's new offset in
-        one transaction. Returns that offset, or None when the batch was refused (fenced)."""
-        partition = batch.partition
+        one transaction. Returns that offset, or None when the batch was refused (fenced) or is to be
+        read again (the database was out of reach)."""
+        partition, first = batch.partition, batch.records[0].offset
         started = time.perf_counter()
-        async with self._batch_lock:
-            if self._generations.get(partition) != batch.generation:
+        unreachable: BaseException | None = None
+        async with self.ownership.lock:  # a rebalance waits until the batch in hand is committed
+            owned = self.ownership.partitions.get(partition)
+            if owned is None or owned.generation != batch.generation:
                 metrics.FENCED_BATCHES.inc()
                 return None  # fetched before a rebalance: the new position reads it again
-            decoded = [decode(record) for record in batch.records]
-            failures = self._count_failures(partition, decoded)
-            await self._dead_letters.send([d for d in decoded if d.failure is not None])
+            types = self._topic_types.get(partition.topic, frozenset())
+            decoded = [decode(record, types) for record in batch.records]
+            failures = self._count_failures(partition, owned.failures, decoded)
             next_offset: int = batch.records[-1].offset + 1
             try:
+                await self._dead_letters.send([d for d in decoded if d.failure is not None])
                 committed = await self._commit(batch, decoded, next_offset, failures)
+            except DeadLetterFailed as exc:
+                raise self.halt(
+                    f"{partition_name(partition)}: a dead letter of the batch at offset {first} "
+                    f"could not be written ({exc}); stopping before its offset is stored."
+                ) from exc
             except offsets.Fenced as exc:
-                where, first = partition_name(partition), batch.records[0].offset
+                where = partition_name(partition)
                 log.warning(
                     "%s: batch at offset %d refused (%s); the partition's owner reads it again", where, first, exc
                 )
                 metrics.FENCED_BATCHES.inc()
-                if partition in self._generations:
+                if partition in self.ownership.partitions:
                     await self._rewind(partition)
                 return None
-            self._failures[partition] = failures
-            self._applied_to[partition] = next_offset
-        skipped = [d.unknown_type for d in decoded if d.unknown_type is not None]
+            except Exception as exc:
+                if not db.out_of_reach(exc):
+                    raise
+                # Applying it again is safe even if the commit went through: the stored offset says so.
+                self._kafka.seek(partition, first)
+                unreachable = exc
+            else:
+                owned.failures, owned.next_offset = failures, next_offset
+        if unreachable is not None:
+            log.warning(
+                "%s: the database is out of reach (%r); the batch at offset %d is read again in %s s",
+                partition_name(partition),
+                unreachable,
+                first,
+                _DATABASE_RETRY_SECONDS,
+            )
+            metrics.DATABASE_RETRIES.inc()
+            await asyncio.sleep(_DATABASE_RETRY_SECONDS)
+            return None
+        skipped = sum(d.unknown_type is not None for d in decoded)
         metrics.observe_batch(time.perf_counter() - started, skipped, committed.by_type, committed.fanned_out_rows)
         return next_offset
 
@@ -199,21 +234,19 @@ class EventConsumer:
         else:
             self._kafka.seek(partition, stored)
 
-    def _count_failures(self, partition: TopicPartition, decoded: list[Decoded]) -> int:
+    def _count_failures(self, partition: TopicPartition, run: int, decoded: list[Decoded]) -> int:
         """The partition's run of consecutive failures after this batch; halts before anything is
         written when it reaches the limit (a bad deploy upstream must not dead-letter the stream).
         The run is stored with the offset, so a restart does not reset it."""
-        run = self._failures.get(partition, 0)
         limit = self.settings.consumer_max_consecutive_failures
         for d in decoded:
             run = run + 1 if d.failure is not None else 0
             if run >= limit:
-                self._halt = ConsumerHalted(
+                raise self.halt(
                     f"{run} consecutive messages failed to decode, the last at {partition_name(partition)} offset "
                     f"{d.record.offset} ({d.failure}); stopping instead of dead-lettering them. Fix the "
                     f"publisher, or raise CONSUMER_MAX_CONSECUTIVE_FAILURES, then restart."
                 )
-                raise self._halt
         return run
 
     async def _commit_to_kafka(self, partition: TopicPartition, next_offset: int) -> None:
@@ -221,33 +254,6 @@ class EventConsumer:
             await self._kafka.commit({partition: next_offset})
         except KafkaError as exc:  # only lag tooling reads it; PostgreSQL holds the truth
             log.info("%s: offset %d not committed to Kafka (%s)", partition_name(partition), next_offset, exc)
-
-    async def claim(self, partitions: set[TopicPartition]) -> None:
-        """Take ownership of newly assigned partitions and seek each to its stored offset, once the
-        batch in hand is committed. A failure halts the consumer (the partitions would stay unread)."""
-        async with self._batch_lock:
-            self.joined = True
-            if not partitions:
-                return
-            try:
-                await self._claim(sorted(partitions))
-            except Exception as exc:  # aiokafka would only log it
-                self.halt(f"could not take ownership of {sorted(partitions)}: {exc!r}")
-
-    async def _claim(self, partitions: list[TopicPartition]) -> None:
-        async with self.pool.acquire() as conn:
-            rows = await offsets.claim_partitions(conn, self._group, self.member, partitions)
-        for row in rows:
-            partition = TopicPartition(row["topic"], row["partition"])
-            self._generations[partition] = row["generation"]
-            self._failures[partition] = row["consecutive_failures"]
-            self._applied_to[partition] = row["next_offset"] or 0
-            if row["next_offset"] is None:
-                await self._kafka.seek_to_beginning(partition)
-            else:
-                self._kafka.seek(partition, row["next_offset"])
-                self._unchecked[partition] = row["next_offset"]
-        log.info("consumer %s owns %s", self.member, ", ".join(map(partition_name, partitions)))
 
     async def _offset_beyond_end(self, partition: TopicPartition, stored: int, end: int) -> None:
         """A stored offset past the partition's end (a wiped or recreated topic): the configured
@@ -257,39 +263,20 @@ class EventConsumer:
             f"({end}); was the topic wiped or recreated?"
         )
         if self.settings.consumer_offset_beyond_end == "fail":
-            self.halt(
+            raise self.halt(
                 message + " Stopping (CONSUMER_OFFSET_BEYOND_END=fail). To read the partition again from its "
                 "start, set CONSUMER_OFFSET_BEYOND_END=replay."
             )
-            self._raise_if_halted()
         log.error("%s Replaying it from its beginning (CONSUMER_OFFSET_BEYOND_END=replay).", message)
-        async with self._batch_lock:
-            generation = self._generations.get(partition, -1)
+        async with self.ownership.lock:
+            generation = self.ownership.generation(partition)
             await offsets.restart_from_beginning(self.pool, self._group, self.member, generation, partition)
             await self._kafka.seek_to_beginning(partition)
+            if (owned := self.ownership.partitions.get(partition)) is not None:
+                owned.next_offset = 0
 
-    async def release(self, partitions: set[TopicPartition]) -> None:
-        """Give up revoked partitions, once the batch in hand is committed."""
-        async with self._batch_lock:
-            for partition in partitions:
-                self._generations.pop(partition, None)
-                self._failures.pop(partition, None)
-                self._unchecked.pop(partition, None)
-                self._applied_to.pop(partition, None)
-                with contextlib.suppress(KeyError):  # no lag was reported for it yet
-                    metrics.PARTITION_LAG.remove(partition.topic, str(partition.partition))
-
-    def halt(self, reason: str) -> None:
+    def halt(self, reason: str) -> ConsumerHalted:
+        """Stop for good: this turn and every later one raise ConsumerHalted(reason)."""
         self._halt = ConsumerHalted(reason)
         log.error("%s", reason)
-
-
-class _Ownership(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's listener is untyped
-    def __init__(self, consumer: EventConsumer) -> None:
-        self._consumer = consumer
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._consumer.release(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._consumer.claim(set(assigned))
+        return self._halt

@@ -17,7 +17,11 @@ log = logging.getLogger("commons_users")
 async def consume(settings: Settings) -> int:
     """Consume until SIGTERM or SIGINT (exit status 0), or until the consumer halts (2)."""
     pool = await db.create_pool(
-        settings.database_url.get_secret_value(), min_size=1, max_size=settings.db_pool_max_size
+        settings.database_url.get_secret_value(),
+        min_size=1,
+        max_size=settings.db_pool_max_size,
+        give_up_after=settings.db_timeout_seconds,
+        application_name="commons-users-consumer",
     )
     consumer = EventConsumer(settings, pool)
     stopping = asyncio.Event()

@@ -26,6 +26,11 @@ def event_topics(settings: Settings) -> list[str]:
     return [settings.kafka_resource_topic, settings.kafka_user_topic]
 
 
+def topic_types(settings: Settings) -> dict[str, frozenset[str]]:
+    """The event types each topic carries: an event on another topic is dead-lettered."""
+    return {settings.kafka_resource_topic: RESOURCE_TYPES, settings.kafka_user_topic: USER_TYPES}
+
+
 def dead_letter_topic(topic: str) -> str:
     return topic + DLQ_SUFFIX
 

@@ -46,10 +46,44 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=encode_jsonb, decoder=json.loads, schema="pg_catalog")
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
-    # UTC sessions: timestamps that PostgreSQL formats itself (inside JSON) are then UTC too.
+_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InsufficientResourcesError,
+)
+
+
+def out_of_reach(error: BaseException) -> bool:
+    """Whether `error` says the database is out of reach (down, restarting, its connections cut or
+    exhausted), rather than refusing a statement: the API answers 503, the consumer reads the batch
+    again. A connection cut under a transaction surfaces as a bare InterfaceError, and one cut just
+    as a statement starts as an InternalClientError; the pool drops either connection on release."""
+    if isinstance(error, (*_UNAVAILABLE, asyncpg.InternalClientError)):
+        return True
+    return isinstance(error, asyncpg.InterfaceError) and "connection is closed" in str(error)
+
+
+async def create_pool(
+    dsn: str,
+    *,
+    min_size: int = 2,
+    max_size: int = 10,
+    give_up_after: float = 10,
+    application_name: str = "commons-users",
+) -> asyncpg.Pool:
+    """A pool whose connects and statements give up after `give_up_after` seconds. `application_name`
+    tells the role in pg_stat_activity."""
     pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection, server_settings={"timezone": "UTC"}
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        timeout=give_up_after,
+        command_timeout=give_up_after,
+        # UTC sessions: timestamps that PostgreSQL formats itself (inside JSON) are then UTC too.
+        server_settings={"timezone": "UTC", "application_name": application_name},
     )
     assert pool is not None  # None only when created without awaiting
     return pool

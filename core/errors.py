@@ -5,19 +5,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import Annotated
 
-from pydantic import ConfigDict, Field
-from pydantic.alias_generators import to_camel
-
-from core.text import TextModel
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 
-class FieldError(TextModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+def _encodable(text: object) -> object:
+    # What a client sent may come back in an error (a body property's name, say); a lone surrogate
+    # there could not be written as JSON, so it becomes "?".
+    return text.encode("utf-8", "replace").decode() if isinstance(text, str) else text
 
-    field: str = Field(description="The parameter, body property or claim at fault.")
+
+# Text of an error answer: any text is kept, NUL included, but it must encode.
+ErrorText = Annotated[str, BeforeValidator(_encodable)]
+
+
+class FieldError(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    field: ErrorText = Field(description="The parameter, body property or claim at fault.")
     location: str = Field(description="Where it was: `query`, `path`, `body` or `token`.")
-    message: str
+    message: ErrorText
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """The events upstream publishers emit, as pydantic models: the contract README.md documents.
 
 Unknown fields are ignored; an unknown `type` is not an error (it is skipped and counted), so that
-publishers can add events before this service knows them.
+publishers can add events before this service knows them. Numbers, booleans and dates must have
+their own JSON types: `"versionNumber": "3"` or `true` is refused, never converted.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, TypeAdapter, model_validator
 from pydantic.alias_generators import to_camel
 
 from core.text import UNSTORABLE_TEXT, HostName, Identifier, LongText, Text, UtcDatetime, unstorable_text_path
@@ -35,7 +36,7 @@ class Envelope(EventModel):
     event_id: UUID
     type: str = Field(min_length=1, max_length=200)
     occurred_at: UtcDatetime
-    schema_version: int
+    schema_version: StrictInt
 
 
 class AccountRef(EventModel):
@@ -72,7 +73,7 @@ class ResourceVersionPublished(Envelope):
     type: Literal["resource.version.published"]
     resource_id: Identifier
     version_id: Identifier
-    version_number: int = Field(ge=1, le=2**31 - 1)
+    version_number: StrictInt = Field(ge=1, le=2**31 - 1)
     version_notes: LongText = ""
     published_at: UtcDatetime
     resource: ResourceDocument
@@ -85,7 +86,7 @@ class ResourceImported(Envelope):
     course_id: Identifier
     course_name: Text
     version_id: Identifier
-    version_number: int = Field(ge=1, le=2**31 - 1)
+    version_number: StrictInt = Field(ge=1, le=2**31 - 1)
     imported_at: UtcDatetime
 
 
@@ -105,7 +106,7 @@ class UserUpserted(Envelope):
     avatar_url: Text | None = None
     canvas_user_id: Identifier | None = None
     canvas_api_domain: HostName | None = None
-    is_admin: bool = False
+    is_admin: StrictBool = False
     roles: list[Text] = Field([], max_length=50)
 
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 import hashlib
+import re
 import secrets
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 import jwt
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from core.db import Queryable
 from core.errors import FieldError, Unauthenticated
@@ -119,6 +120,33 @@ class IdentityClaims(TextModel):
     exp: int
     iat: int | None = None
 
+    @field_validator("iat")
+    @classmethod
+    def _a_date(cls, iat: int | None) -> int | None:
+        if iat is not None:
+            try:
+                datetime.fromtimestamp(iat, UTC)
+            except (OverflowError, OSError, ValueError):
+                raise ValueError("out of the range of dates") from None
+        return iat
+
+
+_CLAIM_OF_ERROR = {
+    jwt.ExpiredSignatureError: "exp",
+    jwt.InvalidIssuedAtError: "iat",
+    jwt.InvalidIssuerError: "iss",
+    jwt.InvalidAudienceError: "aud",
+}
+_CLAIM_IN_MESSAGE = re.compile(r"\((exp|nbf|iat|iss|aud)\)")  # PyJWT names the claim so: "... (iat)"
+
+
+def _claim_at_fault(exc: jwt.InvalidTokenError) -> str | None:
+    for error, claim in _CLAIM_OF_ERROR.items():
+        if isinstance(exc, error):
+            return claim
+    found = _CLAIM_IN_MESSAGE.search(str(exc))
+    return found.group(1) if found else None
+
 
 def verify_token(token: str, settings: Settings) -> IdentityClaims:
     """Verify a session JWT and return its identity claims (Unauthenticated on any failure)."""
@@ -141,9 +169,12 @@ def verify_token(token: str, settings: Settings) -> IdentityClaims:
             [FieldError(field=exc.claim, location="token", message="missing")],
         ) from None
     except jwt.InvalidTokenError as exc:
-        raise Unauthenticated(f"The token was refused: {exc}.") from None
+        claim = _claim_at_fault(exc)
+        errors = [FieldError(field=claim, location="token", message=str(exc))] if claim else []
+        raise Unauthenticated(f"The token was refused: {exc}.", errors) from None
     try:
-        return IdentityClaims.model_validate(claims)
+        # Strict: a claim of the wrong JSON type ("isAdmin": "true") is refused, never converted.
+        return IdentityClaims.model_validate(claims, strict=True)
     except ValidationError as exc:
         errors = [
             FieldError(field=".".join(map(str, e["loc"])), location="token", message=e["msg"])

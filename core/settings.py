@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     consumer_max_consecutive_failures: int = Field(
         100, ge=1, description="Consecutive dead-lettered messages that stop the consumer instead."
     )
+    consumer_dead_letter_timeout_seconds: float = Field(
+        30, gt=0, description="How long a dead letter may take to be written before the consumer stops instead."
+    )
     consumer_offset_beyond_end: Literal["fail", "replay"] = Field(
         "fail",
         description="When a stored offset lies beyond the end of its partition (a wiped or recreated topic): "
@@ -62,6 +65,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest request body accepted (413 above).")
     db_pool_min_size: int = Field(2, ge=0)
     db_pool_max_size: int = Field(10, ge=1)
+    db_timeout_seconds: float = Field(
+        10,
+        gt=0,
+        description="Longest wait for a database connection or statement: past it the API answers 503 "
+        "and the consumer reads the batch again.",
+    )
     log_level: str = Field("INFO", description="Python logging level name.")
     log_format: Literal["json", "console"] = Field("json", description="JSON lines, or readable lines.")
     shutdown_grace_seconds: float = Field(
@@ -75,6 +84,16 @@ class Settings(BaseSettings):
     consumer_ready_max_lag: int = Field(
         1000, ge=0, description="The consumer is ready while no partition lags by more records than this."
     )
+    rate_limit_per_hour: int = Field(
+        2500, ge=0, description="Requests a user (on POST /api/sessions: a client address) may make an hour; 0: off."
+    )
+    redis_url: SecretStr | None = Field(
+        None, description="Redis where every API replica counts requests; unset: each process counts on its own."
+    )
+    redis_timeout_seconds: float = Field(
+        0.1, gt=0, description="Longest wait for Redis; a request it fails or delays is served uncounted."
+    )
+    rate_limit_key_prefix: str = Field("commons-users:rate-limit:", description="Prefix of the counters' Redis keys.")
 
     @field_validator("allowed_origins", mode="before")
     @classmethod

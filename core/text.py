@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, StringConstraints, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, StringConstraints, field_validator
 
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
 
@@ -19,6 +19,9 @@ HostName = Annotated[
 Text = Annotated[str, StringConstraints(max_length=500)]
 LongText = Annotated[str, StringConstraints(max_length=20_000)]
 UNSTORABLE_TEXT = "must be UTF-8 text without NUL characters"
+# What TextModel refuses, as a JSON Schema pattern for documents: NUL. A lone surrogate, refused
+# too, has no pattern that every regular expression dialect reads alike, so it is only described.
+STORABLE_TEXT_PATTERN = r"^[^\x00]*$"
 
 
 def _storable(text: str) -> bool:
@@ -53,7 +56,14 @@ def _to_utc(value: datetime) -> datetime:
         raise ValueError("out of the range of dates") from None
 
 
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+def _date_text(value: object) -> object:
+    # A date travels as ISO 8601 text: a number is refused rather than read as a Unix time.
+    if isinstance(value, (int, float)):
+        raise ValueError("a date must be ISO 8601 text")
+    return value
+
+
+UtcDatetime = Annotated[AwareDatetime, BeforeValidator(_date_text), AfterValidator(_to_utc)]
 
 
 class TextModel(BaseModel):

@@ -1,27 +1,56 @@
-"""Access log lines with every session id taken out (they may travel in the query or the path)."""
+"""Log lines of the HTTP server with every session id taken out: the access log, redacted by value
+(every id the request presents, wherever it shows in the line, and anything shaped like an id this
+service issues), and the server's own parse errors, kept from echoing request bytes."""
 
 from __future__ import annotations
 
+import logging
 import re
+from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
-from service.auth import SESSION_QUERY, STATE_QUERY
+from service.auth import SESSION_COOKIE, SESSION_HEADER, SESSION_QUERY, STATE_QUERY, presented_in_body
 from service.observability import REQUEST_ID_HEADER
 
 REDACTED = "REDACTED"
 _SECRET_QUERY = (SESSION_QUERY, STATE_QUERY)
-# What follows /api/sessions/ is a session id, unless it is exactly "logout".
-_SESSION_PATH = re.compile(r"^(/+api/+sessions/+)(?!logout$).+")
+# A session id this service issues: 43 characters of the base64url alphabet (core/sessions.py).
+_ISSUED_ID = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
+# Shorter values are no session id of ours, and replacing them would garble the line.
+_SHORTEST_CANDIDATE = 8
+
+
+def presented_ids(request: web.BaseRequest) -> set[str]:
+    """Every value the request offers as a session id, from any of the five sources."""
+    values = [
+        request.cookies.get(SESSION_COOKIE),
+        request.headers.get(SESSION_HEADER),
+        *request.query.getall(SESSION_QUERY, []),
+        *request.query.getall(STATE_QUERY, []),
+        presented_in_body(request),
+    ]
+    return {value for value in values if value and len(value) >= _SHORTEST_CANDIDATE}
+
+
+def redact(text: str, secrets: set[str]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        for form in {secret, quote(secret, safe=""), quote(secret)}:
+            text = text.replace(form, REDACTED)
+    return _ISSUED_ID.sub(REDACTED, text)
 
 
 def redacted_target(request: web.BaseRequest) -> str:
     """The request's path and query as they may be logged."""
-    path = _SESSION_PATH.sub(rf"\g<1>{REDACTED}", request.path)
     query = [(name, REDACTED if name in _SECRET_QUERY else value) for name, value in request.query.items()]
-    return str(URL.build(path=path, query=query))
+    try:
+        target = str(URL.build(path=request.path, query=query))
+    except ValueError:  # a target yarl cannot rebuild: log its path alone
+        target = request.path
+    return redact(target, presented_ids(request))
 
 
 # Probes and scrapes arrive every few seconds; their metrics say all there is to say of them.
@@ -42,3 +71,21 @@ class AccessLogger(AbstractAccessLogger):
             time * 1000,
             extra={"request_id": response.headers.get(REQUEST_ID_HEADER)},
         )
+
+
+class _ParseErrorsWithoutRequestBytes(logging.Filter):
+    """aiohttp logs a request it cannot parse with the error, whose text quotes up to 100 bytes of
+    it: a Cookie header or a query that may hold a session id. Log the kind of error alone."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.msg = f"{record.msg}: {type(error).__name__} ({error.code}); the request is not quoted"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def keep_request_bytes_out_of_server_errors() -> None:
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(existing, _ParseErrorsWithoutRequestBytes) for existing in server_log.filters):
+        server_log.addFilter(_ParseErrorsWithoutRequestBytes())

@@ -10,7 +10,8 @@ from aiohttp import web
 from core import db
 from core.observability import health_response, metrics_response, observe_pool
 from core.settings import Settings
-from service import auth, observability
+from service import auth, observability, ratelimit
+from service.access_log import keep_request_bytes_out_of_server_errors
 from service.auth import public
 from service.cursors import CursorCodec
 from service.handlers import resources, sessions, updates, users
@@ -27,6 +28,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         settings.database_url.get_secret_value(),
         min_size=settings.db_pool_min_size,
         max_size=settings.db_pool_max_size,
+        give_up_after=settings.db_timeout_seconds,
+        application_name="commons-users-api",
     )
     yield
     await app[POOL].close()
@@ -60,6 +63,7 @@ async def metrics(request: web.Request) -> web.Response:
 def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post("/api/sessions", sessions.create_session)
     router.add_get("/api/sessions/logout", sessions.logout)  # before /api/sessions/{id}
+    router.add_post("/api/sessions/logout", sessions.logout)
     router.add_get("/api/sessions/{id}", sessions.get_session)
     router.add_get("/api/users", users.search_users)
     router.add_get("/api/users/{userId}/profile", users.get_profile)
@@ -78,12 +82,14 @@ def add_routes(router: web.UrlDispatcher) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
+    keep_request_bytes_out_of_server_errors()
     app = web.Application(
         middlewares=[
             observability.request_id_middleware,
             observability.metrics_middleware,
             problem_middleware,
             auth.session_middleware,
+            ratelimit.rate_limit_middleware,  # after the session: it counts per user
         ],
         client_max_size=settings.max_body_bytes,
     )
@@ -92,4 +98,6 @@ def create_app(settings: Settings) -> web.Application:
     add_routes(app.router)
     app[OPENAPI] = build_document(app, title="Commons Users API", version=version("commons-users"))
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(ratelimit.rate_limiter)
+    app.on_response_prepare.append(ratelimit.add_headers)
     return app

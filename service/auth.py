@@ -28,6 +28,7 @@ SOURCES_IN_WORDS = (
 
 _UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _PUBLIC_ATTRIBUTE = "__public_route__"
+_PRESENTED_IN_BODY = web.RequestKey("session id presented in the body", str)
 
 RouteHandler = TypeVar("RouteHandler", bound=Callable[..., Any])
 
@@ -50,7 +51,15 @@ async def _session_id_from_body(request: web.Request) -> str | None:
     except ValueError:
         return None  # the handler reports the bad body, once the caller is known
     value = body.get(SESSION_BODY_PROPERTY) if isinstance(body, dict) else None
-    return value if isinstance(value, str) else None
+    if not isinstance(value, str):
+        return None
+    request[_PRESENTED_IN_BODY] = value
+    return value
+
+
+def presented_in_body(request: web.BaseRequest) -> str | None:
+    """The body's session id, once authentication has read it (the access log redacts it)."""
+    return request.get(_PRESENTED_IN_BODY)
 
 
 async def presented_session_id(request: web.Request) -> tuple[str | None, bool]:
@@ -73,7 +82,10 @@ def check_origin(request: web.Request) -> None:
     allowed = {*request.app[SETTINGS].allowed_origins, f"{request.scheme}://{request.host}"}
     origin = request.headers.get("Origin")
     if origin is None and (referer := request.headers.get("Referer")):
-        origin = str(URL(referer).origin())
+        try:
+            origin = str(URL(referer).origin())
+        except ValueError:  # a relative or malformed Referer names no origin, so none that is allowed
+            origin = "null"
     if origin is None or origin.rstrip("/") not in allowed:
         raise Forbidden("A cookie session may change data only from an allowed Origin.")
 

@@ -12,6 +12,10 @@ import json
 from core.errors import FieldError, InvalidInput
 
 _MAC_BYTES = 16
+_B64URL = "[A-Za-z0-9_-]"
+# What encode() makes: the payload in unpadded base64url (never 1 character past a multiple of 4),
+# a dot, and the 16-byte MAC in unpadded base64url (22 characters). Declared in the OpenAPI document.
+CURSOR_PATTERN = rf"^(?:{_B64URL}{{4}})*{_B64URL}{{2,4}}\.{_B64URL}{{22}}$"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = datetime.resolution
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import AliasChoices, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from core.errors import FieldError
-from core.text import Identifier, Text, TextModel
+from core.errors import ErrorText, FieldError
+from core.text import STORABLE_TEXT_PATTERN, Identifier, Text, TextModel
 from service.auth import SESSION_BODY_PROPERTY
+from service.cursors import CURSOR_PATTERN
 
 
 class ApiModel(TextModel):
@@ -118,13 +119,15 @@ class CreatedSession(SessionInfo):
     session_id: str = Field(description="The secret session id; also set as the `session` cookie.")
 
 
-class Problem(ApiModel):
+class Problem(BaseModel):
     """An RFC 9457 problem detail."""
+
+    model_config = ConfigDict(frozen=True)
 
     type: str
     title: str
     status: int
-    detail: str
+    detail: ErrorText
     errors: list[FieldError] | None = None
 
 
@@ -135,15 +138,29 @@ class RequestModel(ApiModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Request bodies are bounded so that every body the document allows fits in one of the default
+# MAX_BODY_BYTES however it is spelled, and a little more: too long or too many is then refused as
+# such (400), not as too large (413). JSON spells a character in 12 bytes at worst (an escaped
+# surrogate pair), a character of an Identifier in 2 (an escaped quote or backslash).
+
+
 class BodyWithSession(RequestModel):
     # A session id may travel in the body (the last of the five session sources).
-    session_id: str | None = Field(None, alias=SESSION_BODY_PROPERTY, description="Session id, when sent in the body.")
+    session_id: str | None = Field(
+        None,
+        alias=SESSION_BODY_PROPERTY,
+        max_length=200,
+        pattern=STORABLE_TEXT_PATTERN,
+        description="Session id, when sent in the body.",
+    )
 
 
 class PageQuery(TextModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    cursor: str | None = Field(None, min_length=1, description="From a previous page's `meta.cursor`.")
+    cursor: str | None = Field(
+        None, pattern=CURSOR_PATTERN, description="From a previous page's `meta.cursor`, unchanged: it is signed."
+    )
     size: int = Field(24, ge=1, le=100, description="Items per page.")
 
 
@@ -151,11 +168,16 @@ class ResourcesQuery(PageQuery):
     only_imported: bool = Field(
         validation_alias=AliasChoices("onlyImported"),
         description="Must be `true`: the only listing this service offers.",
+        json_schema_extra={"const": True},  # the handler refuses false (README: "Endpoints")
     )
 
 
 class UserSearchQuery(PageQuery):
-    q: str = Field(max_length=200, description="Text searched for in names and e-mails (3 characters at least).")
+    q: str = Field(
+        max_length=200,
+        pattern=STORABLE_TEXT_PATTERN,
+        description="Text searched for in names and e-mails (3 characters at least); no NUL nor lone surrogate.",
+    )
 
 
 class FavoriteRequest(BodyWithSession):
@@ -164,9 +186,19 @@ class FavoriteRequest(BodyWithSession):
 
 class IgnoreRequest(BodyWithSession):
     course_ids: list[Identifier] | None = Field(
-        None, max_length=1000, description="Courses to ignore the update for; absent or empty: all pending ones."
+        None, max_length=100, description="Courses to ignore the update for; absent or empty: all pending ones."
     )
 
 
+# Bounded as every request body (above); real tokens are base64url, one byte a character, and far shorter.
+JWT_MAX_LENGTH = 4096
+
+
 class SessionRequest(RequestModel):
-    jwt_token: str = Field(alias="jwt_token", min_length=1, max_length=16384)
+    jwt_token: str = Field(
+        alias="jwt_token",
+        min_length=1,
+        max_length=JWT_MAX_LENGTH,
+        pattern=STORABLE_TEXT_PATTERN,
+        description="The signed identity token (a JWT).",
+    )

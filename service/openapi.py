@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+import copy
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
+from core.text import Identifier
 from service.auth import (
     SESSION_BODY_PROPERTY,
     SESSION_COOKIE,
@@ -20,6 +22,7 @@ from service.auth import (
     is_public,
 )
 from service.models import Problem
+from service.ratelimit import BY_ADDRESS
 
 OPERATION_ATTRIBUTE = "__openapi_operation__"
 _REF_TEMPLATE = "#/components/schemas/{model}"
@@ -29,8 +32,11 @@ Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 @dataclass(frozen=True)
 class PathParameter:
+    """A path parameter; `type` is what the server checks it against (an id, unless told)."""
+
     name: str
     description: str
+    type: Any = Identifier
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,9 @@ def _query_parameters(model: type[BaseModel], schema: dict[str, Any]) -> list[di
     for name, prop in properties.items():
         prop = dict(prop)
         description = prop.pop("description", "")
+        # An optional parameter is absent, never null: a query string cannot say null.
+        if prop.get("default", ...) is None and len(variants := prop.get("anyOf", [])) == 2:
+            (prop,) = (variant for variant in variants if variant != {"type": "null"})
         parameters.append(
             {"name": name, "in": "query", "required": name in required, "description": description, "schema": prop}
         )
@@ -104,6 +113,65 @@ def _content(model: type[BaseModel] | None, media_type: str = "application/json"
     if model is None:
         return {}
     return {"content": {media_type: {"schema": {"$ref": _REF_TEMPLATE.format(model=model.__name__)}}}}
+
+
+# The session sources a security scheme can name; the body's `sessionId` (the fifth) cannot be one.
+_SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
+    "sessionCookie": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE},
+    "sessionHeader": {"type": "apiKey", "in": "header", "name": SESSION_HEADER},
+    "sessionQuery": {"type": "apiKey", "in": "query", "name": SESSION_QUERY},
+    "stateQuery": {"type": "apiKey", "in": "query", "name": STATE_QUERY, "description": "Its first value."},
+}
+_ERROR_DESCRIPTIONS = {
+    413: "The body is over `MAX_BODY_BYTES`. Without an earlier session source, the body of any request is "
+    f"read to find `{SESSION_BODY_PROPERTY}`.",
+    429: "Over the rate limit; `Retry-After` says when to retry.",
+    503: "The database is out of reach; `Retry-After` says when to retry.",
+}
+# The rate limit's fields (README: "Rate limit"), on the answers of the routes it counts.
+_RATE_LIMIT_HEADERS = {
+    "RateLimit-Policy": "The rate limit policy: its quota `q` and window `w` in seconds.",
+    "RateLimit": "The requests left, `r`, and the seconds until the window ends, `t`.",
+}
+_RETRY_AFTER = {
+    "description": "Seconds to wait before trying again.",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 0},
+}
+
+
+def _headers(described: dict[str, str]) -> dict[str, Any]:
+    return {name: {"description": text, "schema": {"type": "string"}} for name, text in described.items()}
+
+
+def _responses(op: Operation, *, public: bool, rate_limited: bool) -> dict[str, Any]:
+    responses: dict[str, Any] = {}
+    for status, model in op.responses.items():
+        responses[str(status)] = {"description": HTTPStatus(status).phrase, **_content(model)}
+        if op.response_headers:
+            responses[str(status)]["headers"] = _headers(op.response_headers)
+    error_statuses = {400, *op.errors}
+    if op.body is not None or not public:
+        error_statuses.add(413)
+    if not public:
+        error_statuses.add(401)
+    if rate_limited:
+        error_statuses.add(429)
+    error_statuses.add(503)  # every operation reads the database, if only to find the session
+    for status in sorted(error_statuses):
+        responses[str(status)] = {
+            "description": _ERROR_DESCRIPTIONS.get(status, HTTPStatus(status).phrase),
+            **_content(Problem, "application/problem+json"),
+        }
+    if rate_limited:
+        for code, response in responses.items():
+            if code != "401" or public:  # a session refused 401 before the request is counted
+                response["headers"] = {**response.get("headers", {}), **_headers(_RATE_LIMIT_HEADERS)}
+    for code in ("429", "503"):
+        if code in responses:
+            response = responses[code]
+            response["headers"] = {**response.get("headers", {}), "Retry-After": copy.deepcopy(_RETRY_AFTER)}
+    return responses
 
 
 def build_document(app: web.Application, *, title: str, version: str) -> dict[str, Any]:
@@ -131,34 +199,25 @@ def build_document(app: web.Application, *, title: str, version: str) -> dict[st
     paths: dict[str, dict[str, Any]] = {}
     for path, method, op, public in described:
         parameters: list[dict[str, Any]] = [
-            {"name": p.name, "in": "path", "required": True, "description": p.description, "schema": {"type": "string"}}
+            {
+                "name": p.name,
+                "in": "path",
+                "required": True,
+                "description": p.description,
+                "schema": TypeAdapter(p.type).json_schema(),
+            }
             for p in op.path
         ]
         if op.query is not None:
             parameters += _query_parameters(op.query, query_schemas[op.query])
         if not public:
             parameters += _SESSION_PARAMETERS
-        responses: dict[str, Any] = {}
-        for status, model in op.responses.items():
-            responses[str(status)] = {"description": HTTPStatus(status).phrase, **_content(model)}
-            if op.response_headers:
-                responses[str(status)]["headers"] = {
-                    name: {"description": text, "schema": {"type": "string"}}
-                    for name, text in op.response_headers.items()
-                }
-        error_statuses = {400, 413, *op.errors} if op.body else {400, *op.errors}
-        if not public:
-            error_statuses |= {401}
-        for status in sorted(error_statuses):
-            responses[str(status)] = {
-                "description": HTTPStatus(status).phrase,
-                **_content(Problem, "application/problem+json"),
-            }
+        rate_limited = not public or (method.upper(), path) in BY_ADDRESS
         entry: dict[str, Any] = {
             "summary": op.summary,
             "tags": [op.tag],
             "parameters": parameters,
-            "responses": responses,
+            "responses": _responses(op, public=public, rate_limited=rate_limited),
             "operationId": f"{method}{path.replace('/', '_').replace('{', '').replace('}', '')}",
         }
         if op.description:
@@ -168,7 +227,7 @@ def build_document(app: web.Application, *, title: str, version: str) -> dict[st
         if op.body is not None:
             entry["requestBody"] = {"required": op.body_required, **_content(op.body)}
         if not public:
-            entry["security"] = [{"sessionCookie": []}, {"sessionHeader": []}]
+            entry["security"] = [{name: []} for name in _SECURITY_SCHEMES]
         paths.setdefault(path, {})[method] = entry
 
     return {
@@ -177,9 +236,6 @@ def build_document(app: web.Application, *, title: str, version: str) -> dict[st
         "paths": paths,
         "components": {
             "schemas": schemas,
-            "securitySchemes": {
-                "sessionCookie": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE},
-                "sessionHeader": {"type": "apiKey", "in": "header", "name": SESSION_HEADER},
-            },
+            "securitySchemes": {name: dict(scheme) for name, scheme in _SECURITY_SCHEMES.items()},
         },
     }

@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 
+from core import db
 from core.errors import FieldError, InvalidInput, Refused
 from service.models import Problem
 
@@ -58,6 +59,11 @@ def problem_response(
 _PASSED_HEADERS = ("Allow",)
 
 
+def _route(request: web.Request) -> str | None:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else None
+
+
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -71,10 +77,14 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         # aiohttp's own texts ("Maximum request body size ...") say more than the bare reason.
         detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
         return problem_response(exc.status, detail, headers=headers)
-    except Exception:
-        log.exception(
-            "unhandled error in %s %s",
-            request.method,
-            request.match_info.route.resource and request.match_info.route.resource.canonical,
-        )
+    except Exception as exc:
+        if db.out_of_reach(exc):  # it comes back by itself: the pool replaces broken connections
+            log.warning("the database is out of reach in %s %s: %r", request.method, _route(request), exc)
+            return problem_response(
+                503,
+                "The database is out of reach; try again shortly.",
+                slug="unavailable",
+                headers={"Retry-After": "1"},
+            )
+        log.exception("unhandled error in %s %s", request.method, _route(request))
         return problem_response(500, "The server could not complete the request.")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from aiokafka import AIOKafkaConsumer
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from consumers.consumer import EventConsumer
 from consumers.topics import produce_documents
@@ -16,6 +18,18 @@ def document(event: Event) -> dict:
 
 async def produce(settings: Settings, *events: Event) -> None:
     await produce_documents(settings, [document(event) for event in events])
+
+
+async def produce_raw(settings: Settings, *messages: tuple[bytes | None, bytes], **producer: Any) -> None:
+    """(key, value) pairs, in order, to the resource topic; `producer` sets the producer up
+    (compression, size limit)."""
+    sender = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, **producer)
+    await sender.start()
+    try:
+        for key, value in messages:
+            await sender.send_and_wait(settings.kafka_resource_topic, value, key=key)
+    finally:
+        await sender.stop()
 
 
 async def consume_until(consumer: EventConsumer, condition, *, attempts: int = 100) -> None:

@@ -60,8 +60,11 @@ ENDPOINTS = [
     Endpoint("GET", "/api/users", SEARCH, query=(("q", "User"),)),
     Endpoint("GET", "/api/sessions/{sid}", SESSION),
     Endpoint("GET", "/api/sessions/logout", CALLER, ok=204),
+    Endpoint("POST", "/api/sessions/logout", CALLER, ok=204),
 ]
-FAVORITES_LIST, FAVORITES_ADD, FAVORITES_REMOVE, PROFILE_READ, USER_SEARCH, SESSION_READ, LOGOUT = ENDPOINTS[2:]
+FAVORITES_LIST, FAVORITES_ADD, FAVORITES_REMOVE, PROFILE_READ, USER_SEARCH, SESSION_READ, LOGOUT, LOGOUT_POST = (
+    ENDPOINTS[2:]
+)
 
 
 def endpoints(*scopes: str) -> Any:
@@ -328,13 +331,20 @@ async def test_first_present_source_wins(client, pool, world, first, second, fir
         assert await snapshot(pool) == before
 
 
-@pytest.mark.parametrize(("first", "second"), ADJACENT[:3])  # a GET carries no body
-async def test_logout_destroys_only_the_winning_session(client, pool, world, first, second):
-    refused = await call(client, LOGOUT, {first: world["unknown"], second: world["own"]})
+@pytest.mark.parametrize(
+    ("logout", "first", "second"),
+    [
+        *(pytest.param(LOGOUT, *pair.values, id=f"GET, {pair.id}") for pair in ADJACENT[:3]),  # a GET has no body
+        *(pytest.param(LOGOUT_POST, *pair.values, id=f"POST, {pair.id}") for pair in ADJACENT),
+    ],
+)
+async def test_logout_destroys_only_the_winning_session(client, pool, world, logout, first, second):
+    headers = {"Origin": own_origin(client)}  # as a browser sends it, for the cookie
+    refused = await call(client, logout, {first: world["unknown"], second: world["own"]}, headers=headers)
     await assert_problem(refused, 401, *world.values())
     assert await is_live(client, world["own"])
 
-    done = await call(client, LOGOUT, {first: world["own"], second: world["other"]})
+    done = await call(client, logout, {first: world["own"], second: world["other"]}, headers=headers)
     assert done.status == 204
     assert not await is_live(client, world["own"])
     assert await is_live(client, world["other"])
@@ -353,6 +363,7 @@ def origin_headers(client: TestClient, case: str) -> dict[str, str]:
         "own referer": {"Referer": f"{origin}/app/page?x=1"},
         "foreign origin": {"Origin": "https://evil.example"},
         "foreign referer": {"Referer": "https://evil.example/page"},
+        "relative referer": {"Referer": "/app/page"},  # not an origin: refused, never a server error
         "null origin": {"Origin": "null"},
         "other port": {"Origin": f"{own.scheme}://{own.host}:{own.port + 1}"},
         "other scheme": {"Origin": f"https://{own.host}:{own.port}"},
@@ -384,6 +395,7 @@ async def assert_csrf(client, pool, world, endpoint, case, allowed):
         ("own referer", True),
         ("foreign origin", False),
         ("foreign referer", False),
+        ("relative referer", False),
         ("null origin", False),
         ("other port", False),
         ("other scheme", False),

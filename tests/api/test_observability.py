@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 
 import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
@@ -17,8 +13,9 @@ from yarl import URL
 from core import updates
 from devtools.tansu import free_port
 from service.app import create_app
-from tests.factories import JWT_SECRET, apply, at, imported, login, make_settings, published
+from tests.factories import apply, at, imported, login, make_settings, published
 from tests.metrics import scraped
+from tests.processes import api_process, stop
 
 
 class TcpProxy:
@@ -105,30 +102,6 @@ async def test_request_ids_are_taken_or_made_and_returned(client):
     made = (await client.get("/healthz")).headers["X-Request-ID"]
     forged = (await client.get("/healthz", headers={"X-Request-ID": 'evil"} injected'})).headers["X-Request-ID"]
     assert len(made) == 32 and len(forged) == 32 and made != forged
-
-
-def api_process(database_url: str, port: int, **env: str) -> subprocess.Popen:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service", "api", "--host", "127.0.0.1", "--port", str(port)],
-        env={**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": JWT_SECRET, "LOG_FORMAT": "json", **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    for _ in range(100):
-        try:
-            with __import__("socket").create_connection(("127.0.0.1", port), timeout=0.1):
-                return process
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise AssertionError(f"the API did not start: {process.communicate()}")
-
-
-def stop(process: subprocess.Popen) -> tuple[int, str]:
-    process.send_signal(signal.SIGTERM)
-    stdout, _ = process.communicate(timeout=30)
-    return process.returncode, stdout
 
 
 async def test_logs_are_json_lines_without_session_ids(database_url, pool):

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 import copy
+import json
 import re
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 from jsonschema import Draft202012Validator, FormatChecker, ValidationError
@@ -17,6 +19,7 @@ from referencing import Registry
 from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 
+from service.auth import SESSION_COOKIE, SESSION_HEADER, SESSION_QUERY, STATE_QUERY
 from tests.factories import add_favorite, add_import, add_resource, add_user, at, login, token
 
 OPENAPI_PATH = "/api/openapi.json"
@@ -24,23 +27,31 @@ PROBLEM_REF = "#/components/schemas/Problem"
 CAMEL_CASE = re.compile(r"^[a-z][a-zA-Z0-9]*$")
 
 # What each operation must document: its success status, and the errors it can give (400 for a bad
-# query/path/body, 401 without a session, 403 for another user's id or a missing role, 404 for an
-# unknown target, 413 for an oversized body).
+# query/path/body, 401 without a session, 403 for another user's id, a missing role or a cross-site
+# cookie logout, 404 for an unknown target, 413 for an oversized body, 429 past the rate limit, 503
+# when the database is out of reach). Every operation that needs a session can answer 413: without
+# an earlier source, the body of any request is read to find `sessionId`.
+SESSION = {401, 413, 429, 503}
 STATUSES: dict[tuple[str, str], tuple[int, set[int]]] = {
-    ("post", "/api/sessions"): (201, {400, 401, 413}),
-    ("get", "/api/sessions/logout"): (204, {401}),
-    ("get", "/api/sessions/{id}"): (200, {401, 403}),
-    ("get", "/api/users"): (200, {400, 401, 403}),
-    ("get", "/api/users/{userId}/profile"): (200, {401, 404}),
-    ("get", "/api/users/{userId}/imports"): (200, {400, 401, 403}),
-    ("get", "/api/resources"): (200, {400, 401}),
-    ("get", "/api/users/{userId}/updates"): (200, {400, 401, 403}),
-    ("get", "/api/users/{userId}/updates/{resourceId}"): (200, {401, 403, 404}),
-    ("post", "/api/users/{userId}/updates/{resourceId}/ignore"): (204, {400, 401, 403, 404, 413}),
-    ("get", "/api/users/{userId}/favorites"): (200, {400, 401, 403}),
-    ("post", "/api/users/{userId}/favorites"): (201, {400, 401, 403, 404, 413}),
-    ("delete", "/api/users/{userId}/favorites/{resourceId}"): (204, {401, 403}),
+    ("post", "/api/sessions"): (201, {400, 401, 413, 429, 503}),
+    ("get", "/api/sessions/logout"): (204, {403, *SESSION}),
+    ("post", "/api/sessions/logout"): (204, {403, *SESSION}),
+    ("get", "/api/sessions/{id}"): (200, {403, *SESSION}),
+    ("get", "/api/users"): (200, {400, 403, *SESSION}),
+    ("get", "/api/users/{userId}/profile"): (200, {400, 404, *SESSION}),
+    ("get", "/api/users/{userId}/imports"): (200, {400, 403, *SESSION}),
+    ("get", "/api/resources"): (200, {400, *SESSION}),
+    ("get", "/api/users/{userId}/updates"): (200, {400, 403, *SESSION}),
+    ("get", "/api/users/{userId}/updates/{resourceId}"): (200, {400, 403, 404, *SESSION}),
+    ("post", "/api/users/{userId}/updates/{resourceId}/ignore"): (204, {400, 403, 404, *SESSION}),
+    ("get", "/api/users/{userId}/favorites"): (200, {400, 403, *SESSION}),
+    ("post", "/api/users/{userId}/favorites"): (201, {400, 403, 404, *SESSION}),
+    ("delete", "/api/users/{userId}/favorites/{resourceId}"): (204, {400, 403, *SESSION}),
 }
+# What the server checks path ids against: core.text.Identifier, and a session id's own shape.
+IDENTIFIER = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"^[\x21-\x7e]+$"}
+SESSION_ID = {"type": "string", "minLength": 43, "maxLength": 43, "pattern": "^[A-Za-z0-9_-]{43}$"}
+PATH_SCHEMAS = {"userId": IDENTIFIER, "resourceId": IDENTIFIER, "id": SESSION_ID}
 PAGE = {"cursor": False, "size": False}
 QUERY_PARAMETERS: dict[tuple[str, str], dict[str, bool]] = {  # name -> required
     ("get", "/api/users"): {**PAGE, "q": True},
@@ -195,9 +206,9 @@ async def test_path_parameters(document, method, path):
     parameters = document["paths"][path][method]["parameters"]
     in_path = {p["name"]: p for p in parameters if p["in"] == "path"}
     assert set(in_path) == set(re.findall(r"{(\w+)}", path))
-    for parameter in in_path.values():
+    for name, parameter in in_path.items():
         assert parameter["required"] is True
-        assert parameter["schema"]["type"] == "string"
+        assert parameter["schema"] == PATH_SCHEMAS[name]
 
 
 @pytest.mark.parametrize(("method", "path"), STATUSES)
@@ -258,6 +269,176 @@ async def test_only_imports_is_deprecated(document):
     assert deprecated == {("get", "/api/users/{userId}/imports")}
     headers = document["paths"]["/api/users/{userId}/imports"]["get"]["responses"]["200"]["headers"]
     assert {"Deprecation", "Link"} <= set(headers)
+
+
+# --- the limits the server enforces are declared -------------------------------------------------
+
+
+def parameter_schema(document: dict[str, Any], method: str, path: str, name: str) -> dict[str, Any]:
+    [parameter] = [p for p in document["paths"][path][method]["parameters"] if p["name"] == name]
+    return parameter["schema"]
+
+
+def body_property(document: dict[str, Any], model: str, name: str) -> dict[str, Any]:
+    return document["components"]["schemas"][model]["properties"][name]
+
+
+def fits(schema: dict[str, Any], value: Any) -> bool:
+    return Draft202012Validator(schema, format_checker=FormatChecker()).is_valid(value)
+
+
+@pytest.fixture
+async def teacher(pool: asyncpg.Pool) -> dict[str, str]:
+    return {"X-Session-ID": await login(pool, "u1")}
+
+
+async def test_a_real_session_id_fits_its_declared_shape(document, teacher):
+    schema = parameter_schema(document, "get", "/api/sessions/{id}", "id")
+    assert fits(schema, teacher["X-Session-ID"])
+    assert not fits(schema, "logout")  # so the document never sends GET /api/sessions/{id} to the logout
+
+
+@pytest.mark.parametrize(
+    ("path", "name", "url"),
+    [
+        ("/api/users/{userId}/profile", "userId", "/api/users/{bad}/profile"),
+        ("/api/users/{userId}/updates/{resourceId}", "resourceId", "/api/users/u1/updates/{bad}"),
+        ("/api/users/{userId}/favorites/{resourceId}", "resourceId", "/api/users/u1/favorites/{bad}"),
+    ],
+)
+@pytest.mark.parametrize("bad", ["é", "a b", "a" * 201])
+async def test_path_ids_outside_their_declared_shape_are_400(client, document, teacher, path, name, url, bad):
+    method = "delete" if "favorites" in path else "get"
+    assert not fits(parameter_schema(document, method, path, name), bad)
+    assert fits(parameter_schema(document, method, path, name), "r-1.a_b~c")
+    response = await client.request(method, url.format(bad=quote(bad, safe="")), headers=teacher)
+    assert response.status == 400
+    assert [e["field"] for e in (await response.json())["errors"]] == [name]
+
+
+async def test_the_cursor_declares_its_shape(client, document, pool):
+    """`cursor=0` used to fit the document and be refused: now it does not fit."""
+    headers = {"X-Session-ID": await login(pool, "u1", isAdmin=True)}
+    for uid in ("u2", "u3"):
+        await add_user(pool, uid)
+    first = await (await client.get("/api/users", params={"q": "user", "size": "1"}, headers=headers)).json()
+    schema = parameter_schema(document, "get", "/api/users", "cursor")
+    assert fits(schema, first["meta"]["cursor"])
+    for malformed in ("0", "abc", "a.b", "....", "AAAAA." + "A" * 22, "AA." + "A" * 21):
+        assert not fits(schema, malformed), malformed
+        response = await client.get("/api/users", params={"q": "user", "cursor": malformed}, headers=headers)
+        assert response.status == 400
+
+
+def largest_json(document: dict[str, Any], schema: dict[str, Any]) -> int:
+    """The most bytes a compact JSON value that fits `schema` can take: 12 a character at worst (an
+    escaped surrogate pair), 2 for an Identifier's (an escaped quote or backslash)."""
+    if "$ref" in schema:
+        return largest_json(document, resolve(document, schema["$ref"]))
+    if "anyOf" in schema:
+        return max(largest_json(document, variant) for variant in schema["anyOf"])
+    kind = schema.get("type")
+    if kind == "null":
+        return len("null")
+    if kind == "string":
+        assert "maxLength" in schema, f"an unbounded string: {schema}"
+        return 2 + schema["maxLength"] * (2 if schema.get("pattern") == IDENTIFIER["pattern"] else 12)
+    if kind == "array":
+        assert "maxItems" in schema, f"an unbounded array: {schema}"
+        return 2 + schema["maxItems"] * (largest_json(document, schema["items"]) + 1)
+    if kind == "object":
+        assert schema.get("additionalProperties") is False, f"an open object: {schema}"
+        properties = schema["properties"].items()
+        return 2 + sum(len(json.dumps(name)) + 2 + largest_json(document, value) for name, value in properties)
+    raise AssertionError(f"no bound for {schema}")
+
+
+@pytest.mark.parametrize("model", sorted({name for name, _, _, _ in REQUEST_BODIES.values()}))
+async def test_every_body_the_document_allows_fits_the_body_limit(document, settings, model):
+    """So that a body is refused for what the document says (400), not for its size (413)."""
+    assert largest_json(document, {"$ref": f"#/components/schemas/{model}"}) <= settings.max_body_bytes
+
+
+async def test_a_token_past_its_declared_length_is_400_not_413(client, document, settings):
+    """A body of the default size holds the longest token, even spelled 12 bytes a character."""
+    schema = body_property(document, "SessionRequest", "jwt_token")
+    longest = schema["maxLength"]
+    assert len(json.dumps({"jwt_token": "\U0001f600" * (longest + 1)})) <= settings.max_body_bytes
+    too_long = await client.post("/api/sessions", json={"jwt_token": "\U0001f600" * (longest + 1)})
+    assert too_long.status == 400
+    assert [e["field"] for e in (await too_long.json())["errors"]] == ["jwt_token"]
+    longest_token = await client.post("/api/sessions", json={"jwt_token": "\U0001f600" * longest})
+    assert longest_token.status == 401  # not a token, but not too long nor too large
+
+
+@pytest.mark.parametrize(
+    ("where", "locate"),
+    [
+        ("q", lambda doc: parameter_schema(doc, "get", "/api/users", "q")),
+        ("jwt_token", lambda doc: body_property(doc, "SessionRequest", "jwt_token")),
+        ("sessionId", lambda doc: resolve(doc, "#/components/schemas/FavoriteRequest")["properties"]["sessionId"]),
+    ],
+)
+async def test_nul_is_declared_where_text_refuses_it(document, where, locate):
+    schema = locate(document)
+    schema = next((v for v in schema.get("anyOf", []) if v.get("type") == "string"), schema)
+    assert fits(schema, "plain text, é")
+    assert not fits(schema, "a\x00b")
+
+
+async def test_nul_in_q_is_400(client, pool):
+    headers = {"X-Session-ID": await login(pool, "u1", isAdmin=True)}
+    response = await client.get("/api/users", params={"q": "use\x00r"}, headers=headers)
+    assert response.status == 400
+    assert [e["field"] for e in (await response.json())["errors"]] == ["q"]
+
+
+async def test_only_imported_declares_that_it_must_be_true(document):
+    schema = parameter_schema(document, "get", "/api/resources", "onlyImported")
+    assert fits(schema, True)
+    assert not fits(schema, False)
+
+
+async def test_a_body_on_any_session_route_can_be_413(client, document, settings):
+    """Without an earlier session source, the body of a GET too is read to find `sessionId`."""
+    for method, path, operation in operations(document):
+        if operation.get("security") or "requestBody" in operation:
+            assert "413" in operation["responses"], f"{method} {path}"
+    oversized = b'{"sessionId": "' + b"x" * settings.max_body_bytes + b'"}'
+    response = await client.get("/api/users/u1/favorites", data=oversized, headers={"Content-Type": "application/json"})
+    assert response.status == 413
+    assert response.content_type == "application/problem+json"
+
+
+async def test_every_session_source_a_scheme_can_name_is_one(document):
+    schemes = document["components"]["securitySchemes"]
+    named = {(scheme["in"], scheme["name"]) for scheme in schemes.values()}
+    assert named == {
+        ("cookie", SESSION_COOKIE),
+        ("header", SESSION_HEADER),
+        ("query", SESSION_QUERY),
+        ("query", STATE_QUERY),
+    }
+    assert all(scheme["type"] == "apiKey" for scheme in schemes.values())
+    for method, path, operation in operations(document):
+        if method == "post" and path == "/api/sessions":
+            assert "security" not in operation
+        else:  # any one of the sources will do
+            assert sorted(name for [name] in map(list, operation["security"])) == sorted(schemes), path
+
+
+async def test_rate_limited_operations_declare_429_and_the_rate_limit_fields(client, document, teacher):
+    for method, path, operation in operations(document):
+        responses = operation["responses"]
+        for status in ("429", "503"):
+            retry_after = responses[status]["headers"]["Retry-After"]
+            assert retry_after["required"] is True, f"{method} {path} {status}"
+        for status, response in responses.items():
+            if status != "401":  # a request refused 401 is not counted
+                assert {"RateLimit", "RateLimit-Policy"} <= set(response["headers"]), f"{method} {path} {status}"
+    response = await client.get("/api/users/u1/favorites", headers=teacher)
+    assert response.status == 200
+    assert {"RateLimit", "RateLimit-Policy"} <= set(response.headers)
 
 
 # --- shapes -----------------------------------------------------------------------------------

@@ -1,15 +1,18 @@
 """Sessions: created from a signed identity token, read back, destroyed."""
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
+import asyncpg
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+import pytest
 
 from core.sessions import hash_session_id
 from service.app import create_app
-from tests.factories import make_settings, token
+from tests.factories import login, make_settings, token
 
 SESSION_FIELDS = {
     "sid",
@@ -116,3 +119,115 @@ async def test_issuer_and_audience_when_configured(database_url, pool):
             token("u4", iss="https://lms.example", aud="other"),
         ):
             assert (await create(client, bad)).status == 401
+
+
+# --- logout from another site ----------------------------------------------------------------------
+# Browsers send the SameSite=Lax cookie on a top-level GET navigation from any site, and mark where a
+# request comes from with Sec-Fetch-Site (and, on a POST or a CORS request, Origin).
+
+LMS = "https://lms.example"
+
+
+@pytest.fixture
+async def lms_client(database_url: str, pool: asyncpg.Pool) -> AsyncIterator[TestClient]:
+    app = create_app(make_settings(database_url, allowed_origins=LMS))
+    async with TestClient(TestServer(app), cookie_jar=aiohttp.DummyCookieJar()) as client:
+        yield client
+
+
+def browser_headers(client: TestClient, case: str) -> dict[str, str]:
+    own = str(client.make_url("")).rstrip("/")
+    return {
+        "nothing said": {},  # a typed URL in an older browser, or a client that is no browser
+        "same-origin navigation": {"Sec-Fetch-Site": "same-origin", "Referer": f"{own}/app"},
+        "typed or bookmarked": {"Sec-Fetch-Site": "none"},
+        "same-site navigation": {"Sec-Fetch-Site": "same-site"},
+        "own origin": {"Sec-Fetch-Site": "same-origin", "Origin": own},
+        "cross-site link": {"Sec-Fetch-Site": "cross-site", "Referer": "https://evil.example/page"},
+        "cross-site link, no referrer": {"Sec-Fetch-Site": "cross-site"},
+        "cross-site link from the lms": {"Sec-Fetch-Site": "cross-site", "Referer": f"{LMS}/courses/1"},
+        "cross-site form": {"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"},
+        "lms fetch": {"Sec-Fetch-Site": "cross-site", "Origin": LMS},
+        "foreign referer": {"Referer": "https://evil.example/page"},  # an older browser's cross-site link
+        "foreign origin": {"Origin": "https://evil.example"},
+    }[case]
+
+
+async def cookie_logout(client: TestClient, method: str, session_id: str, case: str) -> aiohttp.ClientResponse:
+    headers = {"Cookie": f"session={session_id}", **browser_headers(client, case)}
+    return await client.request(method, "/api/sessions/logout", headers=headers)
+
+
+async def is_live(client: TestClient, session_id: str) -> bool:
+    return (await client.get(f"/api/sessions/{session_id}", headers={"X-Session-ID": session_id})).status == 200
+
+
+async def assert_logout(client: TestClient, response: aiohttp.ClientResponse, session_id: str, allowed: bool) -> None:
+    if allowed:
+        assert response.status == 204, await response.text()
+        assert response.cookies["session"].value == ""
+        assert not await is_live(client, session_id)
+    else:
+        assert response.status == 403, await response.text()
+        assert response.content_type == "application/problem+json"
+        assert (await response.json())["type"] == "urn:commons-users:problem:forbidden"
+        assert "Set-Cookie" not in response.headers
+        assert await is_live(client, session_id)
+
+
+LOGOUT_CASES = [
+    # (method, case, allowed without and with the LMS among ALLOWED_ORIGINS)
+    ("GET", "nothing said", True, True),
+    ("GET", "same-origin navigation", True, True),
+    ("GET", "typed or bookmarked", True, True),
+    ("GET", "same-site navigation", True, True),
+    ("GET", "own origin", True, True),
+    ("GET", "cross-site link", False, False),
+    ("GET", "cross-site link, no referrer", False, False),
+    ("GET", "cross-site link from the lms", False, False),  # only a request the LMS sends with its Origin
+    ("GET", "cross-site form", False, False),
+    ("GET", "lms fetch", False, True),
+    ("GET", "foreign referer", False, False),
+    ("GET", "foreign origin", False, False),
+    ("POST", "nothing said", False, False),  # a cookie POST needs an allowed origin (README)
+    ("POST", "own origin", True, True),
+    ("POST", "same-origin navigation", True, True),  # its Referer is the own origin
+    ("POST", "cross-site form", False, False),
+    ("POST", "cross-site link", False, False),
+    ("POST", "lms fetch", False, True),
+    ("POST", "foreign origin", False, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "case", "allowed", "allowed_with_lms"), LOGOUT_CASES, ids=[f"{m} {c}" for m, c, _, _ in LOGOUT_CASES]
+)
+async def test_cookie_logout_only_from_an_allowed_site(
+    client, lms_client, pool, method, case, allowed, allowed_with_lms
+):
+    for served_by, expected in ((client, allowed), (lms_client, allowed_with_lms)):
+        session_id = await login(pool, "u1")
+        response = await cookie_logout(served_by, method, session_id, case)
+        await assert_logout(served_by, response, session_id, expected)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize("case", ["cross-site link", "cross-site form"])
+async def test_other_sources_log_out_from_anywhere(client, pool, method, case):
+    """A browser does not send them on its own: whoever sends one holds the session id."""
+    session_id = await login(pool, "u1")
+    headers = {"X-Session-ID": session_id, **browser_headers(client, case)}
+    response = await client.request(method, "/api/sessions/logout", headers=headers)
+    await assert_logout(client, response, session_id, allowed=True)
+
+
+async def test_the_cookie_decides_even_beside_another_source(client, pool):
+    """The cookie is the first source: a cross-site link with a header session is still refused."""
+    session_id = await login(pool, "u1")
+    headers = {
+        "Cookie": f"session={session_id}",
+        "X-Session-ID": session_id,
+        **browser_headers(client, "cross-site link"),
+    }
+    response = await client.get("/api/sessions/logout", headers=headers)
+    await assert_logout(client, response, session_id, allowed=False)

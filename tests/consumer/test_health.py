@@ -38,7 +38,7 @@ async def test_consumer_probes_and_metrics(consumer_settings, pool, moved):
 @pytest.mark.parametrize(("lag", "ready"), [(0, 200), (5000, 503)])
 async def test_consumer_readiness_depends_on_lag(consumer_settings, pool, monkeypatch, lag, ready):
     consumer = EventConsumer(consumer_settings, pool, member="member-1")
-    consumer.joined = True
+    consumer.ownership.joined = True
     monkeypatch.setattr(consumer, "lag", lambda: {("t", 0): lag})
     async with TestClient(TestServer(health_app(consumer))) as probes:
         assert (await probes.get("/readyz")).status == ready

@@ -1,6 +1,6 @@
 """The rule of available updates (README: "Updates and ignores") as a property: whatever the
 delivery order, duplication and batching of a history of events, and wherever ignores fall in it,
-the tables equal a pure-Python model of the definition.
+the tables equal a pure-Python model of the definition (tests/model.py).
 
 Events go through the consumer's own path from record bytes to committed rows: decode, then
 commit_partition_batch (offset guard, set-based apply, offset store). Ignores go through the
@@ -9,10 +9,8 @@ service's ignore_update, as the endpoint calls it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 import json
-from typing import Any
 import uuid
 
 from aiokafka import TopicPartition
@@ -24,6 +22,8 @@ from consumers.decoding import decode
 from consumers.offsets import claim_partitions, commit_partition_batch
 from core import updates
 from core.errors import InvalidInput, NotFound
+from core.events import KNOWN_TYPES
+from tests.model import EventDocument, Model, available_updates
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 USERS, RESOURCES, COURSES = ("u1", "u2"), ("r1", "r2"), ("c1", "c2")
@@ -116,76 +116,6 @@ def histories(draw):
     return steps
 
 
-EventDocument = dict[str, Any]
-
-
-@dataclass
-class Model:
-    """The rule, from the set of events seen so far and the ignores recorded."""
-
-    seen: dict[str, EventDocument] = field(default_factory=dict)
-    ignored: dict[tuple[str, str, str], int] = field(default_factory=dict)
-
-    def of_type(self, kind: str) -> list[EventDocument]:
-        return [e for e in self.seen.values() if e["type"] == kind]
-
-    def latest(self, resource: str) -> EventDocument | None:
-        if any(e["resourceId"] == resource for e in self.of_type("resource.deleted")):
-            return None
-        versions = [e for e in self.of_type("resource.version.published") if e["resourceId"] == resource]
-        return max(versions, key=lambda e: (e["versionNumber"], e["eventId"]), default=None)
-
-    def version(self, resource: str, number: int) -> EventDocument:
-        return max(
-            (
-                e
-                for e in self.of_type("resource.version.published")
-                if e["resourceId"] == resource and e["versionNumber"] == number
-            ),
-            key=lambda e: e["eventId"],
-        )
-
-    def held(self) -> dict[tuple[str, str, str], EventDocument]:
-        winners: dict[tuple[str, str, str], tuple[tuple[Any, ...], EventDocument]] = {}
-        for e in self.of_type("resource.imported"):
-            key = (e["userId"], e["resourceId"], e["courseId"])
-            rank = (e["importedAt"], e["versionNumber"], e["versionId"], e["courseName"])
-            if key not in winners or rank > winners[key][0]:
-                winners[key] = (rank, e)
-        return {key: e for key, (_, e) in winners.items()}
-
-    def pending(self, user: str, resource: str) -> list[str]:
-        latest = self.latest(resource)
-        if latest is None:
-            return []
-        number = latest["versionNumber"]
-        return sorted(
-            c
-            for (u, r, c), e in self.held().items()
-            if (u, r) == (user, resource) and e["versionNumber"] < number and self.ignored.get((u, r, c), 0) < number
-        )
-
-    def available_updates(self) -> dict[tuple[str, str], tuple[int, str]]:
-        found = {}
-        for user in USERS:
-            for resource in RESOURCES:
-                latest = self.latest(resource)
-                if latest is not None and self.pending(user, resource):
-                    number = latest["versionNumber"]
-                    found[(user, resource)] = (number, self.version(resource, number)["publishedAt"])
-        return found
-
-    def ignore(self, user: str, resource: str, courses: list[str] | None) -> str:
-        pending, latest = self.pending(user, resource), self.latest(resource)
-        if not pending or latest is None:
-            return "not found"
-        if courses and set(courses) - set(pending):
-            return "invalid"
-        for course in courses or pending:
-            self.ignored[(user, resource, course)] = latest["versionNumber"]
-        return "ignored"
-
-
 async def deliver(pool, batch: list[EventDocument], offset: int, generation: int) -> int:
     records = [
         ConsumerRecord(
@@ -205,7 +135,13 @@ async def deliver(pool, batch: list[EventDocument], offset: int, generation: int
     ]
     async with pool.acquire() as conn, conn.transaction():
         await commit_partition_batch(
-            conn, "property", "member", generation, PARTITION, [decode(r) for r in records], offset + len(records)
+            conn,
+            "property",
+            "member",
+            generation,
+            PARTITION,
+            [decode(r, KNOWN_TYPES) for r in records],
+            offset + len(records),
         )
     return offset + len(records)
 
@@ -218,11 +154,6 @@ async def ignore(pool, user: str, resource: str, courses: list[str] | None) -> s
     except InvalidInput:
         return "invalid"
     return "ignored"
-
-
-async def table(pool) -> dict[tuple[str, str], tuple[int, str]]:
-    rows = await pool.fetch("SELECT user_id, resource_id, version_number, published_at FROM available_updates")
-    return {(r["user_id"], r["resource_id"]): (r["version_number"], r["published_at"].isoformat()) for r in rows}
 
 
 @settings(
@@ -244,11 +175,11 @@ async def test_tables_match_the_definition_for_any_delivery(pool, steps):
     for kind, payload in steps:
         if kind == "deliver":
             offset = await deliver(pool, payload, offset, generation)
-            model.seen.update((e["eventId"], e) for e in payload)
+            model.add(payload)
         else:
             assert await ignore(pool, *payload) == model.ignore(*payload), payload
 
-    assert await table(pool) == model.available_updates()
+    assert await available_updates(pool) == model.available_updates()
     for user in USERS:
         for resource in RESOURCES:
             latest = model.latest(resource)

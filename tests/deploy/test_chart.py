@@ -25,6 +25,7 @@ NON_DEFAULT: dict[str, Any] = {
     "api": {
         "shutdownGraceSeconds": 40,
         "autoscaling": {"minReplicas": 3, "maxReplicas": 20, "targetCPUUtilizationPercentage": 60},
+        "rateLimit": {"perHour": 1_000_000, "redisUrlFromSecret": True},
     },
     "consumer": {"replicas": 6},
     "serviceMonitor": {"enabled": True, "interval": "15s"},
@@ -129,7 +130,7 @@ def test_rendering_without_existing_secret_fails_clearly() -> None:
         render({})
 
 
-@pytest.mark.parametrize("secret", ["DATABASE_URL", "JWT_SECRET"])
+@pytest.mark.parametrize("secret", ["DATABASE_URL", "JWT_SECRET", "REDIS_URL"])
 def test_secrets_are_refused_in_config(secret: str) -> None:
     with pytest.raises(helm_python.HelmError, match=f"config.{secret} is a secret"):
         render({**REQUIRED, "config": {secret: "do-not-put-me-here"}})
@@ -204,6 +205,33 @@ def test_liveness_and_readiness_probes_are_distinct(
     liveness, readiness = container["livenessProbe"]["httpGet"], container["readinessProbe"]["httpGet"]
     assert liveness == {"path": "/healthz", "port": port_name}
     assert readiness == {"path": "/readyz", "port": port_name}
+
+
+@pytest.mark.parametrize(
+    ("values", "limit"), [(REQUIRED, "2500"), (NON_DEFAULT, "1000000")], ids=["default", "non-default"]
+)
+def test_api_gets_its_rate_limit(values: dict[str, Any], limit: str) -> None:
+    manifests = render(values)
+    api = one(manifests, "Deployment", "api")
+    assert env_of(api["spec"]["template"]["spec"]["containers"][0])["RATE_LIMIT_PER_HOUR"]["value"] == limit
+    for name, spec in pod_specs(manifests):
+        if name != api["metadata"]["name"]:  # only the API serves requests
+            assert "RATE_LIMIT_PER_HOUR" not in env_of(spec["containers"][0]), name
+
+
+def test_redis_url_comes_from_the_secret_and_only_to_the_api(
+    default_manifests: list[dict[str, Any]], custom_manifests: list[dict[str, Any]]
+) -> None:
+    for _, spec in pod_specs(default_manifests):  # off by default: each replica counts alone
+        assert "REDIS_URL" not in env_of(spec["containers"][0])
+    api = one(custom_manifests, "Deployment", "api")
+    for name, spec in pod_specs(custom_manifests):
+        env = env_of(spec["containers"][0])
+        if name == api["metadata"]["name"]:
+            assert env["REDIS_URL"]["valueFrom"] == {"secretKeyRef": {"name": SECRET, "key": "REDIS_URL"}}
+        else:
+            assert "REDIS_URL" not in env, name
+    assert "REDIS_URL" not in one(custom_manifests, "ConfigMap")["data"]
 
 
 def test_consumer_is_told_its_health_port(manifests: list[dict[str, Any]]) -> None:

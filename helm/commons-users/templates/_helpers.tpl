@@ -46,7 +46,7 @@ checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha
 
 {{/* The non-secret settings, without empty values (so the service's defaults apply). */}}
 {{- define "commons-users.config" -}}
-{{- range $name := list "DATABASE_URL" "JWT_SECRET" }}
+{{- range $name := list "DATABASE_URL" "JWT_SECRET" "REDIS_URL" }}
 {{- if hasKey $.Values.config $name }}
 {{- fail (printf "config.%s is a secret: put it in the Secret named by existingSecret" $name) }}
 {{- end }}

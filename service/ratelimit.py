@@ -1,0 +1,230 @@
+"""The per-user request limit (README: "Rate limit"): a counter per user, or per client address
+where no user is known, over a window of an hour; in Redis, shared by every replica, or in this
+process. A failing or slow Redis never stops the API: requests are then served uncounted."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+import logging
+import math
+import time
+from typing import Protocol
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from prometheus_client import Counter
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from core.settings import redact_dsn
+from service.auth import is_public
+from service.keys import SESSION, SETTINGS
+from service.problems import problem_response
+
+log = logging.getLogger(__name__)
+
+WINDOW_SECONDS = 3600
+POLICY_NAME = "hourly"
+# Public routes counted per client address (no user is known there). Other public routes are
+# probes, metrics and the OpenAPI document: answered from memory, cheaper than counting them.
+BY_ADDRESS = frozenset({("POST", "/api/sessions")})
+# After Redis fails, requests skip it this long, so that a hanging Redis delays few requests.
+RETRY_STORE_AFTER_SECONDS = 1.0
+# At most one warning this often while Redis fails; the metric counts every failure.
+WARN_EVERY_SECONDS = 60.0
+
+STORE_ERRORS = Counter(
+    "commons_users_rate_limit_store_errors_total",
+    "Calls to the rate limit store (Redis) that failed or timed out; their requests were served uncounted.",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One request counted: the requests of its window so far, itself included, and the seconds
+    until the window ends."""
+
+    count: int
+    reset_seconds: float
+
+
+class WindowCounter(Protocol):
+    async def hit(self, key: str) -> Hit | None:
+        """Count a request under `key`; None when the count is unknown (the store failed)."""
+
+    async def close(self) -> None: ...
+
+
+class LocalCounter:
+    """Windows kept in this process: each replica counts on its own."""
+
+    def __init__(self, window_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._window = window_seconds
+        self._clock = clock
+        self._windows: dict[str, tuple[int, float]] = {}  # key: (count, end)
+        self._next_sweep = clock() + window_seconds
+
+    async def hit(self, key: str) -> Hit:
+        now = self._clock()
+        if now >= self._next_sweep:  # forget ended windows, so memory follows the active keys
+            self._windows = {k: w for k, w in self._windows.items() if w[1] > now}
+            self._next_sweep = now + self._window
+        count, end = self._windows.get(key, (0, 0.0))
+        if end <= now:
+            count, end = 0, now + self._window
+        self._windows[key] = (count + 1, end)
+        return Hit(count + 1, end - now)
+
+    async def close(self) -> None:
+        self._windows.clear()
+
+
+# One script, so the increment and the window's expiry are atomic: no replica ever sees a counter
+# without an expiry (one that would never reset). A key without one (-1) gets it, whatever the cause.
+_HIT_SCRIPT = """
+local count = redis.call('INCR', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {count, ttl}
+"""
+
+
+class RedisCounter:
+    """Windows kept in Redis, shared by every replica. Each call is bounded by `timeout`; a failure
+    answers None (fail open), is counted, warned about at most once a minute, and makes the next
+    requests skip Redis for a second."""
+
+    def __init__(self, client: Redis, window_seconds: int, timeout: float) -> None:
+        self._client = client
+        self._script = client.register_script(_HIT_SCRIPT)
+        self._window_ms = window_seconds * 1000
+        self._timeout = timeout
+        self._skip_until = 0.0
+        self._warned_at = -math.inf
+        self._unwarned_failures = 0
+
+    async def hit(self, key: str) -> Hit | None:
+        if time.monotonic() < self._skip_until:
+            return None
+        try:
+            async with asyncio.timeout(self._timeout):
+                count, ttl_ms = await self._script(keys=[key], args=[self._window_ms])
+            return Hit(int(count), int(ttl_ms) / 1000)
+        except Exception as exc:  # whatever goes wrong with the store, the request is served (README)
+            self._failed(exc)
+            return None
+
+    def _failed(self, exc: Exception) -> None:
+        STORE_ERRORS.inc()
+        now = time.monotonic()
+        self._skip_until = now + RETRY_STORE_AFTER_SECONDS
+        self._unwarned_failures += 1
+        if now - self._warned_at >= WARN_EVERY_SECONDS:
+            log.warning(
+                "rate limit store failed (%s); serving requests uncounted (%d failures since the last warning)",
+                f"no answer within {self._timeout} s" if isinstance(exc, TimeoutError) else repr(exc),
+                self._unwarned_failures,
+            )
+            self._warned_at, self._unwarned_failures = now, 0
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def redis_client(url: str, timeout: float) -> Redis:
+    # No retries: redis-py's default retries with backoff would outlast any short timeout.
+    return Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
+
+
+@dataclass(frozen=True)
+class RateLimiter:
+    counter: WindowCounter
+    limit: int
+    key_prefix: str
+
+    @property
+    def policy(self) -> str:
+        """The RateLimit-Policy field of draft-ietf-httpapi-ratelimit-headers-11 (section 3): a
+        String item naming the policy, `q` its quota and `w` its window in seconds."""
+        return f'"{POLICY_NAME}";q={self.limit};w={WINDOW_SECONDS}'
+
+
+# Here rather than in service/keys.py, which cannot import this module: it imports service.keys.
+RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
+_HEADERS: web.RequestKey[dict[str, str]] = web.RequestKey("rate_limit_headers")
+
+
+async def rate_limiter(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: the limiter and its counter, absent when RATE_LIMIT_PER_HOUR is 0."""
+    settings = app[SETTINGS]
+    if settings.rate_limit_per_hour == 0:
+        log.info("rate limit: off")
+        yield
+        return
+    counter: WindowCounter
+    if settings.redis_url is None:
+        counter, where = LocalCounter(WINDOW_SECONDS), "in this process (per replica)"
+    else:
+        url = settings.redis_url.get_secret_value()
+        client = redis_client(url, settings.redis_timeout_seconds)
+        counter, where = RedisCounter(client, WINDOW_SECONDS, settings.redis_timeout_seconds), redact_dsn(url)
+    log.info("rate limit: %d requests an hour, counted %s", settings.rate_limit_per_hour, where)
+    app[RATE_LIMITER] = RateLimiter(counter, settings.rate_limit_per_hour, settings.rate_limit_key_prefix)
+    try:
+        yield
+    finally:
+        await counter.close()
+
+
+def identity(request: web.Request) -> str | None:
+    """Whom a request is counted against: the session's user on routes that need a session, the
+    client address on BY_ADDRESS routes; None for the rest, which are not limited."""
+    match_info = request.match_info
+    if match_info.http_exception is not None:  # no route (404) or method (405): no work done
+        return None
+    if not is_public(match_info.handler):
+        return "user:" + request[SESSION].user_id
+    resource = match_info.route.resource
+    if resource is not None and (request.method, resource.canonical) in BY_ADDRESS:
+        return "address:" + (request.remote or "unknown")
+    return None
+
+
+@web.middleware
+async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count the request, refuse it with 429 past the limit, and have every answer of a limited
+    route carry the RateLimit-Policy and (when the count is known) RateLimit fields. Runs after
+    the session middleware, so a request refused 401 is never counted."""
+    limiter = request.app.get(RATE_LIMITER)
+    who = identity(request) if limiter is not None else None
+    if limiter is None or who is None:
+        return await handler(request)
+    headers = {"RateLimit-Policy": limiter.policy}
+    request[_HEADERS] = headers  # added by add_headers, also to problems raised by the handler
+    hit = await limiter.counter.hit(limiter.key_prefix + who)
+    if hit is not None:
+        remaining, reset = max(limiter.limit - hit.count, 0), min(max(math.ceil(hit.reset_seconds), 1), WINDOW_SECONDS)
+        # draft-ietf-httpapi-ratelimit-headers-11, section 4: `r` the quota left, `t` the seconds it holds for.
+        headers["RateLimit"] = f'"{POLICY_NAME}";r={remaining};t={reset}'
+        if hit.count > limiter.limit:
+            # Retry-After no earlier than the window's end (the draft, section 6).
+            return problem_response(
+                429,
+                f"More than {limiter.limit} requests in an hour; retry in {reset} seconds.",
+                slug="rate-limited",
+                headers={"Retry-After": str(reset)},
+            )
+    return await handler(request)
+
+
+async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: the rate limit fields on every answer of a limited route, including
+    the problems that the outer problem middleware makes of exceptions."""
+    if (headers := request.get(_HEADERS)) is not None:
+        response.headers.update(headers)

@@ -1,0 +1,229 @@
+"""Faults survived by real consumer processes: SIGKILL at random moments, a member killed while
+another shares the group, database connections cut, the broker stopped and restarted. After each,
+the tables equal the reference model of every event produced: nothing lost, nothing applied twice.
+
+The bounded forms run in `make test`; `pytest -m long` runs longer ones (docs/reliability.md)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+import json
+from pathlib import Path
+import random
+import signal
+import subprocess
+import uuid
+
+from aiokafka import AIOKafkaProducer
+import asyncpg
+import pytest
+
+from consumers.topics import ensure_topics
+from core.settings import Settings
+from devtools.tansu import free_port, tansu_broker
+from tests.factories import make_settings
+from tests.model import EventDocument, Model, available_updates
+from tests.processes import consumer_process
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def history(count: int, seed: int) -> list[EventDocument]:
+    """`count` resource events about 20 resources, 50 users and 3 courses each, some delivered twice."""
+    rng = random.Random(seed)
+    versions: dict[str, int] = {}
+    events: list[EventDocument] = []
+    for n in range(count):
+        resource, at = f"r{rng.randrange(20)}", (T0 + timedelta(seconds=n)).isoformat()
+        envelope = {"eventId": str(uuid.UUID(int=rng.getrandbits(128))), "occurredAt": at, "schemaVersion": 1}
+        roll = rng.random()
+        if events and roll < 0.03:  # a redelivery
+            events.append(rng.choice(events))
+            continue
+        if roll < 0.18:
+            version = versions[resource] = versions.get(resource, 0) + 1
+            resource_document = {
+                "title": f"{resource} v{version}", "type": "quiz", "account": {"id": "a", "name": "A"},
+                "createDate": T0.isoformat(), "updateDate": at,
+            }  # fmt: skip
+            events.append({
+                **envelope, "type": "resource.version.published", "resourceId": resource,
+                "versionId": f"{resource}-v{version}", "versionNumber": version, "publishedAt": at,
+                "resource": resource_document,
+            })  # fmt: skip
+        elif roll < 0.995:
+            version = rng.randint(1, max(versions.get(resource, 1), 1))
+            events.append({
+                **envelope, "type": "resource.imported", "resourceId": resource, "userId": f"u{rng.randrange(50)}",
+                "courseId": f"c{rng.randrange(3)}", "courseName": "Course", "versionId": f"{resource}-v{version}",
+                "versionNumber": version, "importedAt": at,
+            })  # fmt: skip
+        else:
+            events.append({**envelope, "type": "resource.deleted", "resourceId": resource, "deletedAt": at})
+    return events
+
+
+async def stream(settings: Settings, events: list[EventDocument], per_second: float) -> None:
+    """Publish the events in order, keyed by resource, at about `per_second`."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        chunk = max(int(per_second / 10), 1)
+        for start in range(0, len(events), chunk):
+            sent = [
+                await producer.send(settings.kafka_resource_topic, json.dumps(e).encode(), key=e["resourceId"].encode())
+                for e in events[start : start + chunk]
+            ]
+            await asyncio.gather(*sent)
+            await asyncio.sleep(0.1)
+    finally:
+        await producer.stop()
+
+
+async def applied_records(pool: asyncpg.Pool, settings: Settings) -> int:
+    """How many records of the resource topic the group applied (its stored offsets, summed)."""
+    return await pool.fetchval(
+        "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE consumer_group = $1 AND topic = $2",
+        settings.kafka_consumer_group,
+        settings.kafka_resource_topic,
+    )
+
+
+async def caught_up(pool: asyncpg.Pool, settings: Settings, records: int, seconds: float = 120) -> None:
+    async with asyncio.timeout(seconds):
+        while await applied_records(pool, settings) != records:
+            await asyncio.sleep(0.2)
+
+
+async def assert_tables_match(pool: asyncpg.Pool, events: list[EventDocument]) -> None:
+    model = Model()
+    model.add(events)
+    assert await available_updates(pool) == model.available_updates()
+    latest = {resource: e["versionNumber"] for resource, e in model.latest_versions().items()}
+    rows = await pool.fetch("SELECT id, version_number FROM resources")
+    assert {row["id"]: row["version_number"] for row in rows} == latest
+    assert await pool.fetchval("SELECT count(*) FROM imports") == len(model.held())
+
+
+def stop(process: subprocess.Popen) -> int:
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=60)
+
+
+@pytest.fixture
+def fault_settings(consumer_settings: Settings) -> Settings:
+    # A killed member holds its partitions until its session times out: keep that short.
+    return consumer_settings.model_copy(
+        update={"consumer_session_timeout_ms": 1000, "consumer_heartbeat_interval_ms": 100}
+    )
+
+
+async def sigkills(settings: Settings, pool: asyncpg.Pool, log: Path, *, events: int, kills: int) -> None:
+    documents = history(events, seed=kills)
+    await ensure_topics(settings)
+    streaming = asyncio.create_task(stream(settings, documents, per_second=events / 20))
+    rng = random.Random(kills)
+    process = consumer_process(settings, log)
+    for _ in range(kills):
+        await asyncio.sleep(rng.uniform(0.1, 1.5))  # mid-batch, mid-join, idle: wherever it falls
+        process.kill()
+        process.wait()
+        process = consumer_process(settings, log)
+    await streaming
+    try:
+        await caught_up(pool, settings, len(documents))
+    finally:
+        assert stop(process) == 0, log.read_text()[-3000:]
+    await assert_tables_match(pool, documents)
+
+
+async def test_sigkill_at_random_moments_loses_and_doubles_nothing(fault_settings, pool, tmp_path):
+    await sigkills(fault_settings, pool, tmp_path / "consumer.log", events=10_000, kills=20)
+
+
+@pytest.mark.long
+async def test_many_more_sigkills(fault_settings, pool, tmp_path):
+    await sigkills(fault_settings, pool, tmp_path / "consumer.log", events=100_000, kills=150)
+
+
+async def test_a_member_killed_mid_batch_hands_its_partitions_over(fault_settings, pool, tmp_path):
+    documents = history(5_000, seed=7)
+    await ensure_topics(fault_settings)
+    log = tmp_path / "consumers.log"
+    members = [consumer_process(fault_settings, log) for _ in range(2)]
+    streaming = asyncio.create_task(stream(fault_settings, documents, per_second=1_000))
+    while await applied_records(pool, fault_settings) < 500:
+        await asyncio.sleep(0.05)
+    members[0].kill()  # both hold partitions and are applying batches by now
+    members[0].wait()
+    await streaming
+    try:
+        await caught_up(pool, fault_settings, len(documents))
+    finally:
+        assert stop(members[1]) == 0, log.read_text()[-3000:]
+    await assert_tables_match(pool, documents)
+
+
+async def test_database_connections_cut_during_consumption(fault_settings, pool, tmp_path):
+    documents = history(5_000, seed=11)
+    await ensure_topics(fault_settings)
+    log = tmp_path / "consumer.log"
+    process = consumer_process(fault_settings, log)
+    streaming = asyncio.create_task(stream(fault_settings, documents, per_second=1_000))
+    while await applied_records(pool, fault_settings) == 0:
+        await asyncio.sleep(0.05)
+    cut = 0
+    for _ in range(10):
+        cut += await pool.fetchval(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'commons-users-consumer' AND datname = current_database()) t"
+        )
+        await asyncio.sleep(0.3)
+    await streaming
+    try:
+        await caught_up(pool, fault_settings, len(documents))
+        assert process.poll() is None  # it survived every cut
+    finally:
+        assert stop(process) == 0, log.read_text()[-3000:]
+    assert cut >= 10 and "is read again" in log.read_text()
+    await assert_tables_match(pool, documents)
+
+
+def broker_settings(database_url: str, bootstrap: str, policy: str, suffix: str) -> Settings:
+    return make_settings(
+        database_url, kafka_bootstrap_servers=bootstrap, kafka_topic_partitions=2, consumer_offset_beyond_end=policy,
+        kafka_resource_topic=f"resource-events-{suffix}", kafka_user_topic=f"user-events-{suffix}",
+        kafka_consumer_group=f"group-{suffix}", consumer_session_timeout_ms=1000, consumer_heartbeat_interval_ms=100,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("policy", ["replay", "fail"])
+async def test_the_broker_stopped_and_restarted_empty(database_url, pool, tmp_path, policy):
+    """A memory broker comes back without its topics: each stored offset lies beyond its end, and
+    CONSUMER_OFFSET_BEYOND_END decides, as the README says."""
+    port, log = free_port(), tmp_path / "consumer.log"
+    before, after = history(40, seed=3), history(6, seed=4)
+    with tansu_broker(port) as bootstrap:
+        settings = broker_settings(database_url, bootstrap, policy, policy)
+        await ensure_topics(settings)
+        await stream(settings, before, per_second=1_000)
+        process = consumer_process(settings, log)
+        await caught_up(pool, settings, len(before), seconds=60)
+    await asyncio.sleep(2)
+    assert process.poll() is None  # it waits for the broker
+    try:
+        with tansu_broker(port):
+            await ensure_topics(settings)
+            await stream(settings, after, per_second=1_000)
+            if policy == "replay":  # the new log is read from its beginning
+                await caught_up(pool, settings, len(after), seconds=60)
+                assert "Replaying it from its beginning" in log.read_text()
+                await assert_tables_match(pool, before + after)
+            else:  # it stops, says why and what to do, and applies nothing of the new log
+                assert await asyncio.to_thread(process.wait, 60) == 2
+                assert "CONSUMER_OFFSET_BEYOND_END=replay" in log.read_text()
+                assert await applied_records(pool, settings) == len(before)
+    finally:
+        if process.poll() is None:
+            stop(process)
