@@ -317,7 +317,7 @@ async def test_hanging_redis_delays_no_request_beyond_the_timeout(
             for _ in range(LIMIT + 2):
                 started = time.monotonic()
                 response = await updates(client, session, "u1")
-                assert time.monotonic() - started < 1.5  # redis-py alone would wait 5 s, and retry
+                assert time.monotonic() - started < 3  # redis-py alone would wait 5 s, and retry
                 assert response.status == 200 and "RateLimit" not in response.headers
             assert moved(STORE_ERRORS) >= 1
             # Once Redis answers again, requests are counted again.

@@ -10,7 +10,6 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 import re
-import time
 from typing import Any
 
 import asyncpg
@@ -38,7 +37,6 @@ FUZZ = hypothesis_settings(
     suppress_health_check=list(HealthCheck),
 )
 LOGOUT = "/api/sessions/logout"
-TIME_LIMIT_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -149,8 +147,6 @@ async def test_schemathesis_finds_nothing(client, pool, world):
     def new_session(role: Role) -> str:
         return asyncio.run_coroutine_threadsafe(login(pool, role.user_id, **role.claims), loop).result(timeout=10)
 
-    started = time.monotonic()
     # Schemathesis sends blocking requests: they run in a thread while this loop serves them.
     failures = await asyncio.to_thread(fuzz, document, base_url, new_session)
     assert not failures, "\n\n".join(failures)
-    assert time.monotonic() - started < TIME_LIMIT_SECONDS
