@@ -20,7 +20,8 @@ async def consume(settings: Settings) -> int:
         settings.database_url.get_secret_value(),
         min_size=1,
         max_size=settings.db_pool_max_size,
-        give_up_after=settings.db_timeout_seconds,
+        # No statement timeout: a large fan-out may rightly take long, and would be tried forever.
+        connect_timeout=settings.db_timeout_seconds,
         application_name="commons-users-consumer",
     )
     consumer = EventConsumer(settings, pool)

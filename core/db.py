@@ -70,18 +70,19 @@ async def create_pool(
     *,
     min_size: int = 2,
     max_size: int = 10,
-    give_up_after: float = 10,
+    connect_timeout: float = 10,
+    statement_timeout: float | None = None,
     application_name: str = "commons-users",
 ) -> asyncpg.Pool:
-    """A pool whose connects and statements give up after `give_up_after` seconds. `application_name`
-    tells the role in pg_stat_activity."""
+    """A pool whose connects give up after `connect_timeout` seconds and its statements after
+    `statement_timeout` (None: never). `application_name` tells the role in pg_stat_activity."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
-        timeout=give_up_after,
-        command_timeout=give_up_after,
+        timeout=connect_timeout,
+        command_timeout=statement_timeout,
         # UTC sessions: timestamps that PostgreSQL formats itself (inside JSON) are then UTC too.
         server_settings={"timezone": "UTC", "application_name": application_name},
     )

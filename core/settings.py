@@ -68,8 +68,8 @@ class Settings(BaseSettings):
     db_timeout_seconds: float = Field(
         10,
         gt=0,
-        description="Longest wait for a database connection or statement: past it the API answers 503 "
-        "and the consumer reads the batch again.",
+        description="Longest wait for a database connection, and in the API for a statement: past it the API "
+        "answers 503 and the consumer reads the batch again.",
     )
     log_level: str = Field("INFO", description="Python logging level name.")
     log_format: Literal["json", "console"] = Field("json", description="JSON lines, or readable lines.")

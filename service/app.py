@@ -28,7 +28,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         settings.database_url.get_secret_value(),
         min_size=settings.db_pool_min_size,
         max_size=settings.db_pool_max_size,
-        give_up_after=settings.db_timeout_seconds,
+        connect_timeout=settings.db_timeout_seconds,
+        statement_timeout=settings.db_timeout_seconds,
         application_name="commons-users-api",
     )
     yield
