@@ -29,6 +29,7 @@ SOURCES_IN_WORDS = (
 _UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _PUBLIC_ATTRIBUTE = "__public_route__"
 _PRESENTED_IN_BODY = web.RequestKey("session id presented in the body", str)
+_FROM_COOKIE = web.RequestKey("session came from the cookie", bool)
 
 RouteHandler = TypeVar("RouteHandler", bound=Callable[..., Any])
 
@@ -99,14 +100,25 @@ async def authenticate(request: web.Request) -> Session:
         raise Unauthenticated("The session is unknown or has expired.")
     if from_cookie and request.method in _UNSAFE_METHODS:
         check_origin(request)
+    request[_FROM_COOKIE] = from_cookie
     return session
+
+
+def from_cookie(request: web.Request) -> bool:
+    """Whether the authenticated session came from the cookie, the one source a browser sends on
+    its own."""
+    return request.get(_FROM_COOKIE) is True
+
+
+def needs_session(request: web.Request) -> bool:
+    """Every route needs a session but those marked public. A request that matches no route gets
+    its 404 or 405 without one."""
+    match_info = request.match_info
+    return match_info.http_exception is None and not is_public(match_info.handler)
 
 
 @web.middleware
 async def session_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Authenticate every route but those marked public. A request that matches no route gets
-    its 404 or 405 unauthenticated."""
-    match_info = request.match_info
-    if match_info.http_exception is None and not is_public(match_info.handler):
+    if needs_session(request):
         request[SESSION] = await authenticate(request)
     return await handler(request)

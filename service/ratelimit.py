@@ -20,7 +20,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from core.settings import redact_dsn
-from service.auth import is_public
+from service.auth import needs_session
 from service.keys import SESSION, SETTINGS
 from service.problems import problem_response
 
@@ -185,12 +185,9 @@ async def rate_limiter(app: web.Application) -> AsyncIterator[None]:
 def identity(request: web.Request) -> str | None:
     """Whom a request is counted against: the session's user on routes that need a session, the
     client address on BY_ADDRESS routes; None for the rest, which are not limited."""
-    match_info = request.match_info
-    if match_info.http_exception is not None:  # no route (404) or method (405): no work done
-        return None
-    if not is_public(match_info.handler):
+    if needs_session(request):
         return "user:" + request[SESSION].user_id
-    resource = match_info.route.resource
+    resource = request.match_info.route.resource  # None for a request that matches no route
     if resource is not None and (request.method, resource.canonical) in BY_ADDRESS:
         return "address:" + (request.remote or "unknown")
     return None

@@ -10,7 +10,7 @@ from pydantic import StringConstraints
 
 from core import sessions
 from core.errors import Forbidden
-from service.auth import SESSION_COOKIE, check_origin, presented_session_id, public
+from service.auth import SESSION_COOKIE, check_origin, from_cookie, public
 from service.http import json_response, parse_body
 from service.keys import POOL, SESSION, SETTINGS
 from service.models import CreatedSession, SessionInfo, SessionRequest
@@ -67,14 +67,14 @@ async def get_session(request: web.Request) -> web.Response:
     return json_response(SessionInfo.model_validate(session, from_attributes=True))
 
 
-async def _check_cookie_logout(request: web.Request) -> None:
+def _check_cookie_logout(request: web.Request) -> None:
     """A cookie session ends only at its user's will (README: "Authentication and sessions").
     Browsers send the SameSite=Lax cookie on a top-level GET navigation from any site, so a link
     elsewhere could end the session: a logout the browser marks cross-site is refused unless an
     allowed Origin sent it, and one whose Origin (or else Referer) is not allowed is refused. A GET
     that says neither (a same-origin navigation, a typed URL) is served; a POST needs an allowed
     origin like every cookie POST."""
-    if not (await presented_session_id(request))[1]:
+    if not from_cookie(request):
         return
     headers = request.headers
     if headers.get("Sec-Fetch-Site") == CROSS_SITE and "Origin" not in headers:
@@ -93,7 +93,7 @@ async def _check_cookie_logout(request: web.Request) -> None:
     errors=(403,),
 )
 async def logout(request: web.Request) -> web.Response:
-    await _check_cookie_logout(request)
+    _check_cookie_logout(request)
     await sessions.end_session(request.app[POOL], request[SESSION])
     response = web.Response(status=204)
     response.del_cookie(SESSION_COOKIE, path="/api")
