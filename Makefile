@@ -10,7 +10,11 @@ PORT ?= 8080
 run: export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/commons_users
 run: export JWT_SECRET ?= local-development-secret-not-for-production
 
-.PHONY: run test test-long lint install clean
+.PHONY: run test test-long lint install bench bench-tools clean
+
+# The benchmarks' peers (bench/peers/README.md) live in a virtualenv of their own.
+PEERS := .venv-peers
+PEERS_STAMP := $(PEERS)/.installed
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +23,16 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 install: $(STAMP)
+
+$(PEERS_STAMP): bench/peers/requirements.txt
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/pip install --quiet -r bench/peers/requirements.txt
+	touch $@
+
+# The load generators, from Debian's packages, when they are missing.
+bench-tools:
+	@command -v wrk >/dev/null && command -v pgbench >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq wrk postgresql-client >/dev/null)
 
 run: $(STAMP)
 	$(BIN)/python -m devtools.run --port $(PORT)
@@ -30,12 +44,16 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint
+test: lint bench-tools $(PEERS_STAMP)
 	$(BIN)/python -m pytest
 
 # The longer forms of the fault tests (docs/reliability.md); not part of `make test`.
 test-long: $(STAMP)
 	$(BIN)/python -m pytest -m long
 
+# Every benchmark beside its baselines; writes bench/RESULTS.md (bench/README.md).
+bench: $(STAMP) $(PEERS_STAMP) bench-tools
+	$(BIN)/python -m bench
+
 clean:
-	rm -rf $(VENV) .run
+	rm -rf $(VENV) $(PEERS) .run .bench

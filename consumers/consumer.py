@@ -1,17 +1,19 @@
 """The consumer-group member that applies resource and user events to PostgreSQL: the loop, and
 what it does when partitions change hands.
 
-Each turn fetches a batch; each partition's records are decoded (consumers/decoding.py) and
-applied with the partition's next offset in one transaction (consumers/offsets.py). On
-assignment the member claims the partitions and seeks to their stored offsets; a revocation waits
-for the batch in hand. Offsets are also committed to Kafka after the database commit, only so
-that lag tooling sees the group's progress.
+Each partition's records are applied in order, in batches, each batch with the partition's next
+offset in one transaction (consumers/offsets.py). `run` is a pipeline (consumers/pipeline.py);
+`run_once` is one turn without it: fetch, then apply each partition's batch in turn.
+
+On assignment the member claims the partitions and seeks to their stored offsets; a revocation
+waits for the batches being applied (consumers/ownership.py). Offsets are also committed to Kafka
+after the database commit, only so that lag tooling sees the group's progress.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import Iterable
 import logging
 import os
 import secrets
@@ -20,12 +22,12 @@ import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
-from aiokafka.structs import ConsumerRecord
 import asyncpg
 
 from consumers import metrics, offsets
 from consumers.decoding import DeadLetterFailed, DeadLetters, Decoded, decode
 from consumers.ownership import Ownership
+from consumers.pipeline import Batch, ConsumerHalted, Pipeline
 from consumers.topics import ensure_topics, event_topics, partition_name, topic_types
 from core import db
 from core.settings import Settings
@@ -35,26 +37,14 @@ log = logging.getLogger(__name__)
 _DATABASE_RETRY_SECONDS = 1
 
 
-class ConsumerHalted(RuntimeError):
-    """The consumer must stop; the message says why and what an operator can do."""
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Records of one partition, fetched while this member held it under `generation`."""
-
-    partition: TopicPartition
-    generation: int
-    records: list[ConsumerRecord[bytes, bytes]]
-
-
 class EventConsumer:
     def __init__(self, settings: Settings, pool: asyncpg.Pool, *, member: str | None = None) -> None:
         self.settings = settings
         self.pool = pool
         self.member = member or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._group = settings.kafka_consumer_group
-        self.last_turn = time.monotonic()  # for the liveness probe
+        # For the liveness probe: when the loop last turned or the oldest batch applied started.
+        self.last_turn = time.monotonic()
         self._halt: ConsumerHalted | None = None
         self._kafka = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -65,12 +55,23 @@ class EventConsumer:
             auto_offset_reset="earliest",
             session_timeout_ms=settings.consumer_session_timeout_ms,
             heartbeat_interval_ms=settings.consumer_heartbeat_interval_ms,
+            fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
         )
+        self._applying_since: dict[TopicPartition, float] = {}  # the batches being applied
         self._dead_letters = DeadLetters(
             settings.kafka_bootstrap_servers, settings.consumer_dead_letter_timeout_seconds
         )
         self._topic_types = topic_types(settings)
         self.ownership = Ownership(self._kafka, pool, self._group, self.member, self.halt)
+        self._pipeline = Pipeline(  # the steps looked up at each call: a wrapper set on the consumer counts
+            settings,
+            self._topic_types,
+            fetch=lambda *args, **kwargs: self.fetch(*args, **kwargs),
+            apply=lambda batch: self.apply(batch),
+            applied=lambda partition, next_offset: self._commit_to_kafka(partition, next_offset),
+            assigned=lambda: self._kafka.assignment(),
+            halted=lambda: self._halt,
+        )
 
     @property
     def assignment(self) -> set[TopicPartition]:
@@ -90,15 +91,24 @@ class EventConsumer:
         log.info("consumer %s joined group %s for %s", self.member, self._group, topics)
 
     async def stop(self) -> None:
-        """Leave the group. Call between batches (as run() does): the batch in hand is never cut."""
+        """Leave the group, once the batches being applied are committed (run() returns only then)."""
+        await self._pipeline.drain()
         await self._kafka.stop()
         await self._dead_letters.stop()
         log.info("consumer %s left the group", self.member)
 
     async def run(self, stopping: asyncio.Event) -> None:
-        while not stopping.is_set():
-            await self.run_once(timeout_ms=500)
-            self.last_turn = time.monotonic()
+        """Consume until `stopping` is set, then return once the batches being applied are
+        committed. Raises ConsumerHalted when the consumer halts, and whatever else a batch raised."""
+        self._pipeline.start()
+        try:
+            while not stopping.is_set():
+                self._pipeline.raise_if_failed()
+                await self._pipeline.turn()
+                self.last_turn = min([time.monotonic(), *self._applying_since.values()])
+        finally:
+            await self._pipeline.drain()
+        self._pipeline.raise_if_failed()
 
     def lag(self) -> dict[TopicPartition, int]:
         """Records not yet applied, per assigned partition whose end is known."""
@@ -111,13 +121,19 @@ class EventConsumer:
 
     async def run_once(self, timeout_ms: int = 1000) -> int:
         """Fetch one batch, apply each partition's records in one transaction with its offset, and
-        return the number of records consumed."""
+        return the number of records consumed: one turn of the loop, without the pipeline."""
         return await self.consume(await self.fetch(timeout_ms))
 
-    async def fetch(self, timeout_ms: int) -> list[Batch]:
+    async def fetch(
+        self, timeout_ms: int, partitions: Iterable[TopicPartition] = (), *, max_records: int | None = None
+    ) -> list[Batch]:
+        """Records of these partitions (all assigned ones by default), per partition: at most
+        `max_records` (CONSUMER_MAX_BATCH by default) in all."""
         self._raise_if_halted()
         try:
-            fetched = await self._kafka.getmany(timeout_ms=timeout_ms, max_records=self.settings.consumer_max_batch)
+            fetched = await self._kafka.getmany(
+                *partitions, timeout_ms=timeout_ms, max_records=max_records or self.settings.consumer_max_batch
+            )
         except Exception as exc:  # not a record's fault (a corrupt batch, say): nothing of it can be applied
             held = sorted(self.ownership.partitions.items())
             positions = ", ".join(f"{partition_name(p)} from offset {o.next_offset}" for p, o in held)
@@ -127,13 +143,14 @@ class EventConsumer:
             ) from exc
         self._raise_if_halted()
         # A stored position past the end of its partition is answered by Kafka with a reset to the
-        # beginning, by some brokers with nothing at all: compare it with the end the fetch reported.
+        # beginning, by some brokers with nothing: compare it with the end the fetch reported.
+        policy = self.settings.consumer_offset_beyond_end
         for partition, owned in list(self.ownership.partitions.items()):
             end, stored = self._kafka.highwater(partition), owned.unchecked_offset
             if end is not None and stored is not None:
                 owned.unchecked_offset = None
                 if stored > end:
-                    await self._offset_beyond_end(partition, stored, end)
+                    await self.ownership.offset_beyond_end(partition, stored, end, policy)
                     fetched.pop(partition, None)  # replayed from the beginning by the next fetch
         for partition, lag in self.lag().items():
             metrics.PARTITION_LAG.labels(partition.topic, str(partition.partition)).set(lag)
@@ -162,14 +179,31 @@ class EventConsumer:
         read again (the database was out of reach)."""
         partition, first = batch.partition, batch.records[0].offset
         started = time.perf_counter()
+        self._applying_since[partition] = time.monotonic()
+        try:
+            return await self._apply(batch, partition, first, started)
+        finally:
+            self._applying_since.pop(partition, None)
+
+    async def _apply(self, batch: Batch, partition: TopicPartition, first: int, started: float) -> int | None:
         unreachable: BaseException | None = None
-        async with self.ownership.lock:  # a rebalance waits until the batch in hand is committed
+        async with self.ownership.applying():  # a rebalance waits until the batch in hand is committed
             owned = self.ownership.partitions.get(partition)
             if owned is None or owned.generation != batch.generation:
                 metrics.FENCED_BATCHES.inc()
                 return None  # fetched before a rebalance: the new position reads it again
-            types = self._topic_types.get(partition.topic, frozenset())
-            decoded = [decode(record, types) for record in batch.records]
+            if owned.positioned and first > owned.next_offset:
+                # Fetched before a seek back (to read a batch again): seeking again is harmless, and
+                # makes sure that what it skips is read.
+                where, expected = partition_name(partition), owned.next_offset
+                log.debug("%s: batch at offset %d dropped, %d is next", where, first, expected)
+                self._kafka.seek(partition, owned.next_offset)
+                return None
+            if batch.decoded is None:
+                types = self._topic_types.get(partition.topic, frozenset())
+                decoded = [decode(record, types) for record in batch.records]
+            else:
+                decoded = batch.decoded
             failures = self._count_failures(partition, owned.failures, decoded)
             next_offset: int = batch.records[-1].offset + 1
             try:
@@ -194,9 +228,11 @@ class EventConsumer:
                     raise
                 # Applying it again is safe even if the commit went through: the stored offset says so.
                 self._kafka.seek(partition, first)
+                if not owned.positioned:  # the partition's next batch must start there now
+                    owned.next_offset, owned.positioned = first, True
                 unreachable = exc
             else:
-                owned.failures, owned.next_offset = failures, next_offset
+                owned.failures, owned.next_offset, owned.positioned = failures, next_offset, True
         if unreachable is not None:
             log.warning(
                 "%s: the database is out of reach (%r); the batch at offset %d is read again in %s s",
@@ -233,6 +269,8 @@ class EventConsumer:
             await self._kafka.seek_to_beginning(partition)
         else:
             self._kafka.seek(partition, stored)
+        if (owned := self.ownership.partitions.get(partition)) is not None:
+            owned.next_offset, owned.positioned = stored or 0, stored is not None
 
     def _count_failures(self, partition: TopicPartition, run: int, decoded: list[Decoded]) -> int:
         """The partition's run of consecutive failures after this batch; halts before anything is
@@ -254,26 +292,6 @@ class EventConsumer:
             await self._kafka.commit({partition: next_offset})
         except KafkaError as exc:  # only lag tooling reads it; PostgreSQL holds the truth
             log.info("%s: offset %d not committed to Kafka (%s)", partition_name(partition), next_offset, exc)
-
-    async def _offset_beyond_end(self, partition: TopicPartition, stored: int, end: int) -> None:
-        """A stored offset past the partition's end (a wiped or recreated topic): the configured
-        policy decides, loudly."""
-        message = (
-            f"{partition_name(partition)}: the stored offset {stored} is beyond the end of the partition "
-            f"({end}); was the topic wiped or recreated?"
-        )
-        if self.settings.consumer_offset_beyond_end == "fail":
-            raise self.halt(
-                message + " Stopping (CONSUMER_OFFSET_BEYOND_END=fail). To read the partition again from its "
-                "start, set CONSUMER_OFFSET_BEYOND_END=replay."
-            )
-        log.error("%s Replaying it from its beginning (CONSUMER_OFFSET_BEYOND_END=replay).", message)
-        async with self.ownership.lock:
-            generation = self.ownership.generation(partition)
-            await offsets.restart_from_beginning(self.pool, self._group, self.member, generation, partition)
-            await self._kafka.seek_to_beginning(partition)
-            if (owned := self.ownership.partitions.get(partition)) is not None:
-                owned.next_offset = 0
 
     def halt(self, reason: str) -> ConsumerHalted:
         """Stop for good: this turn and every later one raise ConsumerHalted(reason)."""

@@ -48,6 +48,21 @@ def decode(record: ConsumerRecord[bytes, bytes], topic_types: frozenset[str]) ->
     the wrong JSON type is refused (core/events.py)."""
     value = record.value if record.value is not None else b""
     try:
+        # One parse for the usual record, a known event: the envelope is part of every event.
+        event = EVENT_ADAPTER.validate_json(value)
+    except ValidationError:
+        return _classify(record, value, topic_types)
+    if event.schema_version not in SUPPORTED_SCHEMA_VERSIONS:
+        return Decoded(record, failure=f"unsupported schemaVersion {event.schema_version}")
+    if event.type not in topic_types:
+        return Decoded(record, failure=f"a {event.type} event does not belong on {record.topic}")
+    return _keyed(record, event)
+
+
+def _classify(record: ConsumerRecord[bytes, bytes], value: bytes, topic_types: frozenset[str]) -> Decoded:
+    """What is wrong with a value that is not a valid known event, the envelope first: an unknown
+    type is skipped, the rest dead-lettered with the reason."""
+    try:
         envelope = Envelope.model_validate_json(value)
         if envelope.schema_version not in SUPPORTED_SCHEMA_VERSIONS:
             return Decoded(record, failure=f"unsupported schemaVersion {envelope.schema_version}")
@@ -58,6 +73,10 @@ def decode(record: ConsumerRecord[bytes, bytes], topic_types: frozenset[str]) ->
         event = EVENT_ADAPTER.validate_json(value)
     except ValidationError as exc:
         return Decoded(record, failure=_reason(exc))
+    return _keyed(record, event)
+
+
+def _keyed(record: ConsumerRecord[bytes, bytes], event: Event) -> Decoded:
     key = partition_key(event)
     if record.key is None or record.key.decode(errors="replace") != key:
         return Decoded(record, failure=f"the message key must be {key!r}, the id the event is about")

@@ -147,5 +147,7 @@ async def commit_partition_batch(
         failures,
     )
     refused_offsets = {d.record.offset for d in refused}
-    by_type: Counter[str] = Counter(event.type for record, event in fresh if record.offset not in refused_offsets)
+    by_type: Counter[str] = Counter(
+        [event.type for record, event in fresh if not refused or record.offset not in refused_offsets]
+    )
     return Committed(applied.events, applied.fanned_out_rows, dict(by_type), refused)

@@ -65,6 +65,12 @@ def out_of_reach(error: BaseException) -> bool:
     return isinstance(error, asyncpg.InterfaceError) and "connection is closed" in str(error)
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """No reset query when a connection returns to the pool (the pool still rolls back a
+    transaction left open): nothing here changes session state (no SET, LISTEN, advisory lock or
+    cursor outside a transaction), and the default reset is a round trip per release."""
+
+
 async def create_pool(
     dsn: str,
     *,
@@ -85,6 +91,7 @@ async def create_pool(
         command_timeout=statement_timeout,
         # UTC sessions: timestamps that PostgreSQL formats itself (inside JSON) are then UTC too.
         server_settings={"timezone": "UTC", "application_name": application_name},
+        reset=_keep_session,
     )
     assert pool is not None  # None only when created without awaiting
     return pool

@@ -34,6 +34,7 @@ class Refused(Exception):
 
     detail: str
     errors: list[FieldError] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)  # fields the answer carries
     status = HTTPStatus.BAD_REQUEST
     slug = "bad-request"
 
@@ -50,6 +51,11 @@ class Unauthenticated(Refused):
 class Forbidden(Refused):
     status = HTTPStatus.FORBIDDEN
     slug = "forbidden"
+
+
+class TooManyRequests(Refused):
+    status = HTTPStatus.TOO_MANY_REQUESTS
+    slug = "rate-limited"
 
 
 class NotFound(Refused):

@@ -2,31 +2,43 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import asyncpg
 
 from core.db import Connection, Queryable
+from core.sessions import for_session
+
+# The session user's favorite resources (core.sessions.for_session), most recently marked first,
+# after the keyset position ($2, $3): $4 rows of (sort_key, id, document), the document being the
+# resource's JSON text, but for the last row, which only tells whether there is a next page.
+PAGE_SQL = for_session(
+    """
+    SELECT f.created_at AS sort_key, f.resource_id AS id, f.n,
+           CASE WHEN f.n < $4 THEN (SELECT r.document::text FROM resources r WHERE r.id = f.resource_id) END
+               AS document
+    FROM (
+        SELECT created_at, resource_id,
+               row_number() OVER (ORDER BY created_at DESC, resource_id DESC ROWS UNBOUNDED PRECEDING) AS n
+        FROM favorites
+        WHERE user_id = session.user_id
+          AND (created_at, resource_id) < (coalesce($2::timestamptz, 'infinity'), coalesce($3::text, ''))
+        ORDER BY created_at DESC, resource_id DESC
+        LIMIT $4
+    ) f
+    """,
+    order_by="rows.n",
+)
 
 
-async def favorite_resources(
-    conn: Queryable, user_id: str, after: tuple[datetime, str] | None, limit: int | None
-) -> list[asyncpg.Record]:
-    """A user's favorite resources, most recently marked first, after the keyset position `after`
-    (`limit` None: all of them)."""
+async def all_favorites(conn: Queryable, user_id: str) -> list[asyncpg.Record]:
+    """All of a user's favorite resources, most recently marked first: rows of (id, document)."""
     return await conn.fetch(
         """
-        SELECT r.*, f.created_at AS sort_key
-        FROM favorites f
-        JOIN resources r ON r.id = f.resource_id
+        SELECT r.id, r.document::text AS document
+        FROM favorites f JOIN resources r ON r.id = f.resource_id
         WHERE f.user_id = $1
-          AND (f.created_at, f.resource_id) < (coalesce($2::timestamptz, 'infinity'), coalesce($3::text, ''))
         ORDER BY f.created_at DESC, f.resource_id DESC
-        LIMIT $4
         """,
         user_id,
-        *(after or (None, None)),
-        limit,
     )
 
 

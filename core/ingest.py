@@ -25,10 +25,20 @@ class Applied:
 
 
 async def apply_events(conn: Connection, events: Sequence[Event]) -> Applied:
-    published = [e for e in events if isinstance(e, ResourceVersionPublished)]
-    imported = [e for e in events if isinstance(e, ResourceImported)]
-    deleted = [e for e in events if isinstance(e, ResourceDeleted)]
-    upserted = [e for e in events if isinstance(e, UserUpserted)]
+    published: list[ResourceVersionPublished] = []
+    imported: list[ResourceImported] = []
+    deleted: list[ResourceDeleted] = []
+    upserted: list[UserUpserted] = []
+    # One pass, by exact type: isinstance on a pydantic model goes through ABCMeta, in Python.
+    for e in events:
+        if type(e) is ResourceImported:
+            imported.append(e)
+        elif type(e) is ResourceVersionPublished:
+            published.append(e)
+        elif type(e) is ResourceDeleted:
+            deleted.append(e)
+        elif type(e) is UserUpserted:
+            upserted.append(e)
 
     touched = [e.resource_id for e in published] + [e.resource_id for e in imported] + [e.resource_id for e in deleted]
     await updates.lock_resources(conn, touched)

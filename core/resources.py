@@ -78,11 +78,12 @@ async def publish_versions(conn: Connection, published: Sequence[ResourceVersion
             WHERE resource_versions.event_id < EXCLUDED.event_id
         )
         INSERT INTO resources (id, title, description, type, account_id, account_name, authors, tags, thumbnail,
-                               create_date, update_date, version_id, version_number, event_id)
+                               create_date, update_date, version_id, version_number, version_notes, published_at,
+                               event_id)
         SELECT DISTINCT ON (resource_id)
                resource_id, title, description, type, account_id, account_name, authors,
                ARRAY(SELECT jsonb_array_elements_text(tags)), thumbnail, create_date, update_date,
-               version_id, version_number, event_id
+               version_id, version_number, version_notes, published_at, event_id
         FROM incoming
         ORDER BY resource_id, version_number DESC, event_id DESC
         ON CONFLICT (id) DO UPDATE SET
@@ -90,7 +91,8 @@ async def publish_versions(conn: Connection, published: Sequence[ResourceVersion
             account_id = EXCLUDED.account_id, account_name = EXCLUDED.account_name, authors = EXCLUDED.authors,
             tags = EXCLUDED.tags, thumbnail = EXCLUDED.thumbnail, create_date = EXCLUDED.create_date,
             update_date = EXCLUDED.update_date, version_id = EXCLUDED.version_id,
-            version_number = EXCLUDED.version_number, event_id = EXCLUDED.event_id
+            version_number = EXCLUDED.version_number, version_notes = EXCLUDED.version_notes,
+            published_at = EXCLUDED.published_at, event_id = EXCLUDED.event_id
         WHERE (resources.version_number, resources.event_id) < (EXCLUDED.version_number, EXCLUDED.event_id)
         """,
         [_version_row(event) for event in published],

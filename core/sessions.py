@@ -98,6 +98,21 @@ async def find_session(conn: Queryable, session_id: str) -> Session | None:
     )
 
 
+def for_session(statement: str, *, order_by: str | None = None) -> str:
+    """`statement` and the session check in one statement, one round trip: $1 is the SHA-256 of
+    the session id, and `statement` reads the session's user as `session.user_id`. No row when
+    the session is unknown or expired; otherwise `statement`'s rows (ordered by `order_by`, in
+    terms of `rows`), each with `session_user_id` and `found` (true), or one row with only
+    `session_user_id` when it has none."""
+    return f"""
+SELECT session.user_id AS session_user_id, rows.*
+FROM sessions session
+LEFT JOIN LATERAL (SELECT true AS found, statement.* FROM ({statement}) statement) rows ON true
+WHERE session.id_hash = $1 AND session.expires_at > now()
+{f"ORDER BY {order_by}" if order_by else ""}
+"""
+
+
 async def end_session(pool: asyncpg.Pool, session: Session) -> None:
     await pool.execute("DELETE FROM sessions WHERE id_hash = $1", session.id_hash)
 

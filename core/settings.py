@@ -50,7 +50,25 @@ class Settings(BaseSettings):
         10_000, ge=1000, description="Consumer-group session timeout: how soon a silent member loses its partitions."
     )
     consumer_heartbeat_interval_ms: int = Field(3000, ge=100, description="Consumer-group heartbeat interval.")
-    consumer_max_batch: int = Field(1000, ge=1, description="Most records the consumer applies in one transaction.")
+    consumer_max_batch: int = Field(
+        2500,
+        ge=1,
+        description="Most records of a partition the consumer applies in one transaction. Batches are as large as "
+        "the backlog: records that arrive while a partition's batch is applied make its next one.",
+    )
+    consumer_concurrency: int = Field(
+        6,
+        ge=1,
+        description="Batches (of different partitions) the consumer applies at once, each in a transaction and on "
+        "a database connection of its own: keep it below DB_POOL_MAX_SIZE.",
+    )
+    consumer_fetch_max_wait_ms: int = Field(
+        50,
+        ge=0,
+        description="Longest time the broker holds a fetch that finds no new record. Kafka answers one as soon as "
+        "a record arrives, whatever this says; Tansu looks for records now and then within it, so there it "
+        "bounds the delay of an event on an idle consumer. An idle consumer makes a fetch this often.",
+    )
     consumer_max_consecutive_failures: int = Field(
         100, ge=1, description="Consecutive dead-lettered messages that stop the consumer instead."
     )

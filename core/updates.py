@@ -9,12 +9,12 @@ resource's row lock (`lock_resources`), so that neither loses the other's effect
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
 
 import asyncpg
 
 from core.db import Connection
 from core.errors import FieldError, InvalidInput, NotFound
+from core.sessions import for_session
 
 
 async def lock_resources(conn: Connection, resource_ids: Iterable[str]) -> dict[str, int]:
@@ -29,39 +29,62 @@ async def lock_resources(conn: Connection, resource_ids: Iterable[str]) -> dict[
     return {row["id"]: row["version_number"] for row in rows}
 
 
-# Recompute the rule for the pairs in scope: every importer of the resources in $1, every pair
-# already in the table for them, and the (user, resource) pairs in $2. Insert or refresh the pairs
-# with a pending course, delete the others. One statement, whatever the number of pairs.
-_REFRESH = """
-WITH scope AS (
-    SELECT user_id, resource_id FROM imports WHERE resource_id = ANY($1::text[])
-    UNION
-    SELECT user_id, resource_id FROM available_updates WHERE resource_id = ANY($1::text[])
-    UNION
-    SELECT user_id, resource_id FROM jsonb_to_recordset($2::jsonb) AS pair(user_id text, resource_id text)
-),
-wanted AS (
-    SELECT DISTINCT ON (s.user_id, s.resource_id) s.user_id, s.resource_id, r.version_number, v.published_at
-    FROM scope s
-    JOIN resources r ON r.id = s.resource_id
-    JOIN resource_versions v ON v.resource_id = r.id AND v.version_number = r.version_number
-    JOIN imports i ON i.user_id = s.user_id AND i.resource_id = s.resource_id
-    WHERE course_is_pending(i.version_number, i.ignored_version_number, r.version_number)
+# The rule computed over the import rows `i` that the condition {scope} selects: one row per
+# (user, resource) pair, with the resource's latest version and the pending courses as the API
+# shows them (most recently imported first, each with the date of the version it holds); the
+# courses are NULL when none is pending, or when the resource is gone.
+_COMPUTE = """
+SELECT i.user_id, i.resource_id, r.version_number, r.published_at,
+       json_agg(json_build_object(
+                    'courseId', i.course_id, 'courseName', i.course_name, 'importDate', api_time(i.imported_at),
+                    'versionCreateDate', api_time(held.published_at))
+                ORDER BY i.imported_at DESC, i.course_id)
+           FILTER (WHERE course_is_pending(i.version_number, i.ignored_version_number, r.version_number)) AS courses
+FROM imports i
+LEFT JOIN resources r ON r.id = i.resource_id
+LEFT JOIN resource_versions held ON held.resource_id = i.resource_id AND held.version_number = i.version_number
+WHERE {scope}
+GROUP BY i.user_id, i.resource_id, r.version_number, r.published_at
+"""
+
+# Recompute the rule for every importer of the resources in $1 and for the (user, resource) pairs
+# in $2, then write what changed: upsert the pairs with a pending course, delete the others.
+#
+# Every step is a nested loop over the scope by construction: a lateral subquery that aggregates
+# cannot be flattened into a join, so whatever the statistics say, each resource's importers are
+# read once, in one range of imports_resource_idx, and each pair's imports in one range of the
+# primary key; a row to delete is found by its key and deleted by its ctid, a row to write by its
+# key (ON CONFLICT), and one that would not change is not written. The cost is linear in the
+# pairs (README: "Data model").
+_REFRESH = f"""
+WITH computed AS MATERIALIZED (
+    SELECT c.* FROM unnest($1::text[]) AS scope(resource_id)
+    CROSS JOIN LATERAL ({_COMPUTE.format(scope="i.resource_id = scope.resource_id")}) c
+    UNION ALL
+    SELECT c.* FROM jsonb_to_recordset($2::jsonb) AS scope(user_id text, resource_id text)
+    CROSS JOIN LATERAL ({_COMPUTE.format(scope="i.user_id = scope.user_id AND i.resource_id = scope.resource_id")}) c
 ),
 removed AS (
-    DELETE FROM available_updates a
-    USING scope s
-    WHERE a.user_id = s.user_id AND a.resource_id = s.resource_id
-      AND NOT EXISTS (SELECT FROM wanted w WHERE w.user_id = a.user_id AND w.resource_id = a.resource_id)
+    DELETE FROM available_updates
+    WHERE ctid = ANY (ARRAY(
+        SELECT existing.ctid FROM computed c
+        CROSS JOIN LATERAL (
+            SELECT a.ctid FROM available_updates a WHERE a.user_id = c.user_id AND a.resource_id = c.resource_id
+            LIMIT 1
+        ) existing
+        WHERE c.courses IS NULL))
     RETURNING 1
 ),
 upserted AS (
-    INSERT INTO available_updates (user_id, resource_id, version_number, published_at)
-    SELECT user_id, resource_id, version_number, published_at FROM wanted
+    INSERT INTO available_updates (user_id, resource_id, version_number, published_at, courses)
+    SELECT DISTINCT ON (user_id, resource_id) user_id, resource_id, version_number, published_at, courses
+    FROM computed
+    WHERE courses IS NOT NULL
+    ORDER BY user_id, resource_id
     ON CONFLICT (user_id, resource_id) DO UPDATE SET
-        version_number = EXCLUDED.version_number, published_at = EXCLUDED.published_at
-    WHERE (available_updates.version_number, available_updates.published_at)
-          IS DISTINCT FROM (EXCLUDED.version_number, EXCLUDED.published_at)
+        version_number = EXCLUDED.version_number, published_at = EXCLUDED.published_at, courses = EXCLUDED.courses
+    WHERE (available_updates.version_number, available_updates.published_at, available_updates.courses::text)
+          IS DISTINCT FROM (EXCLUDED.version_number, EXCLUDED.published_at, EXCLUDED.courses::text)
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM removed) + (SELECT count(*) FROM upserted)
@@ -71,33 +94,39 @@ SELECT (SELECT count(*) FROM removed) + (SELECT count(*) FROM upserted)
 async def refresh(conn: Connection, *, resources: Iterable[str] = (), pairs: Iterable[tuple[str, str]] = ()) -> int:
     """Bring the table in line with the rule for every importer of `resources` (the fan-out of a
     new version or a deletion) and for the (user, resource) `pairs`. Returns the rows changed."""
-    scope_pairs = [{"user_id": user_id, "resource_id": resource_id} for user_id, resource_id in pairs]
+    scope_pairs = [{"user_id": user_id, "resource_id": resource_id} for user_id, resource_id in sorted(set(pairs))]
     changed: int = await conn.fetchval(_REFRESH, sorted(set(resources)), scope_pairs)
     return changed
 
 
-async def available_updates(
-    pool: asyncpg.Pool, user_id: str, after: tuple[datetime, str] | None, limit: int
-) -> list[asyncpg.Record]:
-    """A user's available updates, newest version first, after the keyset position `after`."""
-    return await pool.fetch(
-        """
-        SELECT * FROM available_update_details
-        WHERE user_id = $1
+# An available update `a` as the API shows it (README: "Endpoints"), from the read model: the
+# document of its resource's latest version, with the pending courses kept with the update.
+_UPDATE_DOCUMENT = "SELECT with_courses(r.update_head, a.courses) FROM resources r WHERE r.id = a.resource_id"
+
+# A page of the session user's updates (core.sessions.for_session), newest version first, after
+# the keyset position ($2, $3): $4 rows, of which the last only tells whether there is a next
+# page, so its document is not read.
+PAGE_SQL = for_session(
+    f"""
+    SELECT a.published_at, a.resource_id, a.n, CASE WHEN a.n < $4 THEN ({_UPDATE_DOCUMENT}) END AS document
+    FROM (
+        SELECT resource_id, published_at, courses,
+               row_number() OVER (ORDER BY published_at DESC, resource_id DESC ROWS UNBOUNDED PRECEDING) AS n
+        FROM available_updates
+        WHERE user_id = session.user_id
           AND (published_at, resource_id) < (coalesce($2::timestamptz, 'infinity'), coalesce($3::text, ''))
         ORDER BY published_at DESC, resource_id DESC
         LIMIT $4
-        """,
-        user_id,
-        *(after or (None, None)),
-        limit,
-    )
+    ) a
+    """,
+    order_by="rows.n",
+)
 
-
-async def available_update(pool: asyncpg.Pool, user_id: str, resource_id: str) -> asyncpg.Record | None:
-    return await pool.fetchrow(
-        "SELECT * FROM available_update_details WHERE user_id = $1 AND resource_id = $2", user_id, resource_id
-    )
+# The session user's update for the resource $2, if there is one.
+ONE_SQL = for_session(
+    f"SELECT ({_UPDATE_DOCUMENT}) AS document FROM available_updates a "
+    "WHERE a.user_id = session.user_id AND a.resource_id = $2"
+)
 
 
 async def pending_courses(conn: Connection, user_id: str, resource_id: str, latest: int) -> list[str]:

@@ -22,7 +22,7 @@ from yarl import URL
 
 from consumers.consumer import EventConsumer
 from consumers.topics import produce_documents, read_event_lines
-from core import db, sessions, updates, users
+from core import db, sessions, users
 from core.observability import configure_logging
 from core.settings import Settings, redact_dsn
 from devtools.tansu import tansu_broker
@@ -95,8 +95,15 @@ async def _demo_users_arrived(pool: asyncpg.Pool) -> bool:
 
 
 async def _demo_update_arrived(pool: asyncpg.Pool) -> bool:
-    update = await updates.available_update(pool, DEMO_TEACHER, DEMO_RESOURCE)
-    return update is not None and update["update_version_id"] == DEMO_NEW_VERSION
+    version = await pool.fetchval(
+        """
+        SELECT r.version_id FROM available_updates a JOIN resources r ON r.id = a.resource_id
+        WHERE a.user_id = $1 AND a.resource_id = $2
+        """,
+        DEMO_TEACHER,
+        DEMO_RESOURCE,
+    )
+    return bool(version == DEMO_NEW_VERSION)
 
 
 def demo_flow(settings: Settings, welcome: dict[str, str]) -> Callable[[web.Application], AsyncIterator[None]]:

@@ -1,5 +1,6 @@
 """The HTTP edge of sessions: where a request's session id comes from, the Origin check on
-cookie sessions, and the middleware that authenticates every route not marked public."""
+cookie sessions, and the middleware that authenticates every route not marked public (or, on
+routes whose statement checks the session, requires that one was presented)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from yarl import URL
 
 from core import jsontext
 from core.errors import Forbidden, Unauthenticated
-from core.sessions import Session, find_session
+from core.sessions import Session, find_session, hash_session_id
 from service.keys import POOL, SESSION, SETTINGS
 
 # Where a session id may come from, in the order they are read (README: "Authentication and sessions").
@@ -28,6 +29,8 @@ SOURCES_IN_WORDS = (
 
 _UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _PUBLIC_ATTRIBUTE = "__public_route__"
+_CHECKED_IN_STATEMENT_ATTRIBUTE = "__session_checked_in_statement__"
+_PRESENTED_HASH = web.RequestKey("hash of the session id presented", bytes)
 _PRESENTED_IN_BODY = web.RequestKey("session id presented in the body", str)
 _FROM_COOKIE = web.RequestKey("session came from the cookie", bool)
 
@@ -42,6 +45,23 @@ def public(handler: RouteHandler) -> RouteHandler:
 
 def is_public(handler: Callable[..., Any]) -> bool:
     return getattr(handler, _PUBLIC_ATTRIBUTE, False) is True
+
+
+def session_checked_in_statement(handler: RouteHandler) -> RouteHandler:
+    """Mark a read-only handler whose one statement checks the session itself (service.http's
+    fetch_for_session), so that the request costs one round trip to the database, not two. The
+    middleware then only requires that a session id was presented."""
+    setattr(handler, _CHECKED_IN_STATEMENT_ATTRIBUTE, True)
+    return handler
+
+
+def checked_in_statement(request: web.Request) -> bool:
+    return getattr(request.match_info.handler, _CHECKED_IN_STATEMENT_ATTRIBUTE, False) is True
+
+
+def presented_hash(request: web.Request) -> bytes:
+    """On a route whose statement checks the session: the hash of the session id presented."""
+    return request[_PRESENTED_HASH]
 
 
 async def _session_id_from_body(request: web.Request) -> str | None:
@@ -91,10 +111,15 @@ def check_origin(request: web.Request) -> None:
         raise Forbidden("A cookie session may change data only from an allowed Origin.")
 
 
-async def authenticate(request: web.Request) -> Session:
+async def _required_session_id(request: web.Request) -> tuple[str, bool]:
     session_id, from_cookie = await presented_session_id(request)
     if not session_id:
         raise Unauthenticated(f"No session: send one in {SOURCES_IN_WORDS}.")
+    return session_id, from_cookie
+
+
+async def authenticate(request: web.Request) -> Session:
+    session_id, from_cookie = await _required_session_id(request)
     session = await find_session(request.app[POOL], session_id)
     if session is None:
         raise Unauthenticated("The session is unknown or has expired.")
@@ -119,6 +144,12 @@ def needs_session(request: web.Request) -> bool:
 
 @web.middleware
 async def session_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if needs_session(request):
+    if not needs_session(request):
+        pass
+    elif checked_in_statement(request):
+        session_id, from_cookie = await _required_session_id(request)
+        request[_PRESENTED_HASH] = hash_session_id(session_id)
+        request[_FROM_COOKIE] = from_cookie
+    else:
         request[SESSION] = await authenticate(request)
     return await handler(request)

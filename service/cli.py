@@ -11,6 +11,7 @@ import sys
 
 from aiohttp import web
 from pydantic import ValidationError
+import uvloop
 
 from consumers import topics
 from consumers.main import consume
@@ -40,6 +41,7 @@ def api(args: argparse.Namespace, settings: Settings) -> None:
     # On SIGTERM: stop accepting, give in-flight requests the grace period, then close the pool.
     web.run_app(
         create_app(settings),
+        loop=uvloop.new_event_loop(),
         host=args.host,
         port=args.port,
         access_log_class=AccessLogger,
@@ -66,7 +68,8 @@ def session(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def consumer(args: argparse.Namespace, settings: Settings) -> None:
-    sys.exit(asyncio.run(consume(settings)))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        sys.exit(runner.run(consume(settings)))
 
 
 def produce(args: argparse.Namespace, settings: Settings) -> None:

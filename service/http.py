@@ -7,13 +7,16 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from aiohttp import web
+import asyncpg
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from core import jsontext
-from core.errors import FieldError, Forbidden, InvalidInput
+from core.errors import FieldError, Forbidden, InvalidInput, Unauthenticated
 from core.sessions import Session
 from core.text import Identifier
-from service.keys import CURSORS, SESSION
+from service import ratelimit
+from service.auth import presented_hash
+from service.keys import CURSORS, POOL, SESSION
 from service.models import PageMeta
 from service.problems import invalid_input
 
@@ -75,6 +78,37 @@ def json_response(model: BaseModel, *, status: int = 200, headers: dict[str, str
     return web.Response(
         status=status, body=model.model_dump_json(by_alias=True), content_type="application/json", headers=headers
     )
+
+
+def json_text_response(document: str, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A response whose JSON the database rendered, sent as it is."""
+    return web.Response(status=status, body=document.encode(), content_type="application/json", headers=headers)
+
+
+def document_page(
+    request: web.Request, rows: Sequence[Any], size: int, kind: str, *key_columns: str, status: int = 200
+) -> web.Response:
+    """A page (README: "Paging") of rows whose `document` column is an item's JSON text, rendered
+    by the database: up to `size` items, and the cursor after them when there are more."""
+    cursor = page_meta(request, rows, size, kind, *key_columns).cursor
+    items = ",".join(row["document"] for row in rows[:size])
+    meta = "null" if cursor is None else f'"{cursor}"'  # a cursor is base64url: nothing to escape
+    return json_text_response(f'{{"items":[{items}],"meta":{{"cursor":{meta}}}}}', status=status)
+
+
+async def fetch_for_session(request: web.Request, statement: str, *args: Any) -> list[asyncpg.Record]:
+    """The rows of `statement` (made by core.sessions.for_session; `args` are its parameters from
+    $2) on a route marked session_checked_in_statement: 401 when the session is unknown or has
+    expired, counted by the rate limit, and 403 when the path names another user, as on every
+    other route."""
+    rows = await request.app[POOL].fetch(statement, presented_hash(request), *args)
+    if not rows:
+        raise Unauthenticated("The session is unknown or has expired.")
+    user_id = rows[0]["session_user_id"]
+    await ratelimit.count_user(request, user_id)
+    if request.match_info.get("userId", user_id) != user_id:
+        raise Forbidden("You may only act on your own user id.")
+    return [row for row in rows if row["found"]]
 
 
 def own_session(request: web.Request) -> Session:

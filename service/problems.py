@@ -69,7 +69,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         return await handler(request)
     except Refused as exc:
-        return problem_response(exc.status, exc.detail, slug=exc.slug, errors=exc.errors)
+        return problem_response(exc.status, exc.detail, slug=exc.slug, errors=exc.errors, headers=exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -19,10 +19,10 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from core.errors import TooManyRequests
 from core.settings import redact_dsn
-from service.auth import needs_session
+from service.auth import checked_in_statement, needs_session
 from service.keys import SESSION, SETTINGS
-from service.problems import problem_response
 
 log = logging.getLogger(__name__)
 
@@ -186,37 +186,47 @@ def identity(request: web.Request) -> str | None:
     """Whom a request is counted against: the session's user on routes that need a session, the
     client address on BY_ADDRESS routes; None for the rest, which are not limited."""
     if needs_session(request):
-        return "user:" + request[SESSION].user_id
+        return None if checked_in_statement(request) else "user:" + request[SESSION].user_id
     resource = request.match_info.route.resource  # None for a request that matches no route
     if resource is not None and (request.method, resource.canonical) in BY_ADDRESS:
         return "address:" + (request.remote or "unknown")
     return None
 
 
-@web.middleware
-async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count the request, refuse it with 429 past the limit, and have every answer of a limited
-    route carry the RateLimit-Policy and (when the count is known) RateLimit fields. Runs after
-    the session middleware, so a request refused 401 is never counted."""
+async def count(request: web.Request, who: str) -> None:
+    """Count a request against `who`; past the limit, refuse it (429). Its answer, whatever it
+    is, then carries the RateLimit-Policy and (when the count is known) RateLimit fields."""
     limiter = request.app.get(RATE_LIMITER)
-    who = identity(request) if limiter is not None else None
-    if limiter is None or who is None:
-        return await handler(request)
+    if limiter is None:
+        return
     headers = {"RateLimit-Policy": limiter.policy}
     request[_HEADERS] = headers  # added by add_headers, also to problems raised by the handler
     hit = await limiter.counter.hit(limiter.key_prefix + who)
-    if hit is not None:
-        remaining, reset = max(limiter.limit - hit.count, 0), min(max(math.ceil(hit.reset_seconds), 1), WINDOW_SECONDS)
-        # draft-ietf-httpapi-ratelimit-headers-11, section 4: `r` the quota left, `t` the seconds it holds for.
-        headers["RateLimit"] = f'"{POLICY_NAME}";r={remaining};t={reset}'
-        if hit.count > limiter.limit:
-            # Retry-After no earlier than the window's end (the draft, section 6).
-            return problem_response(
-                429,
-                f"More than {limiter.limit} requests in an hour; retry in {reset} seconds.",
-                slug="rate-limited",
-                headers={"Retry-After": str(reset)},
-            )
+    if hit is None:
+        return
+    remaining, reset = max(limiter.limit - hit.count, 0), min(max(math.ceil(hit.reset_seconds), 1), WINDOW_SECONDS)
+    # draft-ietf-httpapi-ratelimit-headers-11, section 4: `r` the quota left, `t` the seconds it holds for.
+    headers["RateLimit"] = f'"{POLICY_NAME}";r={remaining};t={reset}'
+    if hit.count > limiter.limit:
+        # Retry-After no earlier than the window's end (the draft, section 6).
+        raise TooManyRequests(
+            f"More than {limiter.limit} requests in an hour; retry in {reset} seconds.",
+            headers={"Retry-After": str(reset)},
+        )
+
+
+async def count_user(request: web.Request, user_id: str) -> None:
+    """Count a request against its session's user, where a statement found the session."""
+    await count(request, "user:" + user_id)
+
+
+@web.middleware
+async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count the request against whom `identity` names. Runs after the session middleware, so a
+    request refused 401 is never counted; on routes whose statement checks the session, the
+    handler counts it (count_user) once the statement has found the session."""
+    if (who := identity(request)) is not None:
+        await count(request, who)
     return await handler(request)
 
 

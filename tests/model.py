@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+import json
 from typing import Any
 
 import asyncpg
 
 EventDocument = dict[str, Any]
-Updates = dict[tuple[str, str], tuple[int, datetime]]
+Updates = dict[tuple[str, str], tuple[int, datetime, tuple[str, ...]]]
 
 
 def moment(text: str) -> datetime:
@@ -80,7 +81,8 @@ class Model:
                 continue
             number = latest[resource]["versionNumber"]
             if e["versionNumber"] < number and self.ignored.get((user, resource, course), 0) < number:
-                found[(user, resource)] = (number, moment(self.version(resource, number)["publishedAt"]))
+                published = moment(self.version(resource, number)["publishedAt"])
+                found[(user, resource)] = (number, published, tuple(self.pending(user, resource)))
         return found
 
     def ignore(self, user: str, resource: str, courses: list[str] | None) -> str:
@@ -95,6 +97,13 @@ class Model:
 
 
 async def available_updates(pool: asyncpg.Pool) -> Updates:
-    """The materialized table, as the model states it."""
-    rows = await pool.fetch("SELECT user_id, resource_id, version_number, published_at FROM available_updates")
-    return {(r["user_id"], r["resource_id"]): (r["version_number"], r["published_at"]) for r in rows}
+    """The materialized table, as the model states it: the version, and the pending courses kept with it."""
+    rows = await pool.fetch("SELECT user_id, resource_id, version_number, published_at, courses FROM available_updates")
+    return {
+        (r["user_id"], r["resource_id"]): (
+            r["version_number"],
+            r["published_at"],
+            tuple(sorted(course["courseId"] for course in json.loads(r["courses"]))),
+        )
+        for r in rows
+    }

@@ -9,19 +9,10 @@ import asyncpg
 
 from core import favorites, imports
 from core.errors import FieldError, InvalidInput, NotFound
-from service.http import decode_cursor, json_response, own_session, page_meta, parse_body, parse_query, path_id
-from service.keys import POOL, SESSION
-from service.models import (
-    Account,
-    Author,
-    FavoriteRequest,
-    PageMeta,
-    PageQuery,
-    Resource,
-    ResourcePage,
-    ResourcesQuery,
-    Thumbnail,
-)
+from service.auth import session_checked_in_statement
+from service.http import decode_cursor, document_page, fetch_for_session, own_session, parse_body, parse_query, path_id
+from service.keys import POOL
+from service.models import FavoriteRequest, PageQuery, ResourcePage, ResourcesQuery
 from service.openapi import PathParameter, operation
 
 USER_ID = PathParameter("userId", "The session's own user id.")
@@ -32,33 +23,15 @@ IMPORTS_SUCCESSOR = "/api/resources?onlyImported=true"
 IMPORTS_DEPRECATED_AT = "@1704067200"  # 2024-01-01T00:00:00Z
 
 
-def resource_from_row(row: asyncpg.Record) -> Resource:
-    thumbnail = row["thumbnail"]
-    return Resource(
-        id=row["id"],
-        title=row["title"],
-        description=row["description"],
-        type=row["type"],
-        account=Account(id=row["account_id"], name=row["account_name"]),
-        authors=[Author.model_validate(author) for author in row["authors"]],
-        tags=list(row["tags"]),
-        thumbnail=Thumbnail.model_validate(thumbnail) if thumbnail is not None else None,
-        create_date=row["create_date"],
-        update_date=row["update_date"],
-        version_id=row["version_id"],
-    )
+def resource_page(
+    request: web.Request, rows: list[asyncpg.Record], size: int, kind: str, *, status: int = 200
+) -> web.Response:
+    return document_page(request, rows, size, kind, "sort_key", "id", status=status)
 
 
-def resource_page(request: web.Request, rows: list[asyncpg.Record], size: int, kind: str) -> ResourcePage:
-    return ResourcePage(
-        items=[resource_from_row(row) for row in rows[:size]],
-        meta=page_meta(request, rows, size, kind, "sort_key", "id"),
-    )
-
-
-async def _imported_page(request: web.Request, user_id: str, query: PageQuery) -> ResourcePage:
+async def _imported_page(request: web.Request, query: PageQuery) -> web.Response:
     after = decode_cursor(request, query.cursor, "imports", datetime, str)
-    rows = await imports.imported_resources(request.app[POOL], user_id, after, query.size + 1)
+    rows = await fetch_for_session(request, imports.PAGE_SQL, *(after or (None, None)), query.size + 1)
     return resource_page(request, rows, query.size, "imports")
 
 
@@ -76,16 +49,12 @@ async def _imported_page(request: web.Request, user_id: str, query: PageQuery) -
         "Link": 'The successor listing, `rel="successor-version"`.',
     },
 )
+@session_checked_in_statement
 async def list_imports(request: web.Request) -> web.Response:
-    session = own_session(request)
-    page = await _imported_page(request, session.user_id, parse_query(request, PageQuery))
-    return json_response(
-        page,
-        headers={
-            "Deprecation": IMPORTS_DEPRECATED_AT,
-            "Link": f'<{IMPORTS_SUCCESSOR}>; rel="successor-version"',
-        },
-    )
+    response = await _imported_page(request, parse_query(request, PageQuery))
+    response.headers["Deprecation"] = IMPORTS_DEPRECATED_AT
+    response.headers["Link"] = f'<{IMPORTS_SUCCESSOR}>; rel="successor-version"'
+    return response
 
 
 @operation(
@@ -95,12 +64,13 @@ async def list_imports(request: web.Request) -> web.Response:
     query=ResourcesQuery,
     responses={200: ResourcePage},
 )
+@session_checked_in_statement
 async def list_resources(request: web.Request) -> web.Response:
     query = parse_query(request, ResourcesQuery)
     if not query.only_imported:
         message = "Only onlyImported=true is supported."
         raise InvalidInput(message, [FieldError(field="onlyImported", location="query", message=message)])
-    return json_response(await _imported_page(request, request[SESSION].user_id, query))
+    return await _imported_page(request, query)
 
 
 @operation(
@@ -112,12 +82,12 @@ async def list_resources(request: web.Request) -> web.Response:
     responses={200: ResourcePage},
     errors=(403,),
 )
+@session_checked_in_statement
 async def list_favorites(request: web.Request) -> web.Response:
-    session = own_session(request)
     query = parse_query(request, PageQuery)
     after = decode_cursor(request, query.cursor, "favorites", datetime, str)
-    rows = await favorites.favorite_resources(request.app[POOL], session.user_id, after, query.size + 1)
-    return json_response(resource_page(request, rows, query.size, "favorites"))
+    rows = await fetch_for_session(request, favorites.PAGE_SQL, *(after or (None, None)), query.size + 1)
+    return resource_page(request, rows, query.size, "favorites")
 
 
 @operation(
@@ -139,9 +109,8 @@ async def add_favorite(request: web.Request) -> web.Response:
                 f"No resource {body.resource_id!r}.",
                 [FieldError(field="resourceId", location="body", message="unknown resource")],
             )
-        rows = await favorites.favorite_resources(conn, session.user_id, None, None)
-    page = ResourcePage(items=[resource_from_row(row) for row in rows], meta=PageMeta(cursor=None))
-    return json_response(page, status=201)
+        rows = await favorites.all_favorites(conn, session.user_id)
+    return resource_page(request, rows, len(rows), "favorites", status=201)
 
 
 @operation(

@@ -5,25 +5,23 @@ from __future__ import annotations
 from datetime import datetime
 
 from aiohttp import web
-import asyncpg
 
 from core import updates
-from service.handlers.resources import RESOURCE_ID, USER_ID, resource_from_row
-from service.http import decode_cursor, json_response, own_session, page_meta, parse_body, parse_query, path_id
+from service.auth import session_checked_in_statement
+from service.handlers.resources import RESOURCE_ID, USER_ID
+from service.http import (
+    decode_cursor,
+    document_page,
+    fetch_for_session,
+    json_text_response,
+    own_session,
+    parse_body,
+    parse_query,
+    path_id,
+)
 from service.keys import POOL
-from service.models import IgnoreRequest, PageQuery, Update, UpdateCourse, UpdatePage
+from service.models import IgnoreRequest, PageQuery, Update, UpdatePage
 from service.openapi import operation
-
-
-def update_from_row(row: asyncpg.Record) -> Update:
-    return Update(
-        version_id=row["update_version_id"],
-        version_notes=row["version_notes"],
-        create_date=row["version_create_date"],
-        update_date=row["version_update_date"],
-        courses=[UpdateCourse.model_validate(course) for course in row["courses"]],
-        resource=resource_from_row(row),
-    )
 
 
 @operation(
@@ -35,17 +33,12 @@ def update_from_row(row: asyncpg.Record) -> Update:
     responses={200: UpdatePage},
     errors=(403,),
 )
+@session_checked_in_statement
 async def list_updates(request: web.Request) -> web.Response:
-    session = own_session(request)
     query = parse_query(request, PageQuery)
     after = decode_cursor(request, query.cursor, "updates", datetime, str)
-    rows = await updates.available_updates(request.app[POOL], session.user_id, after, query.size + 1)
-    return json_response(
-        UpdatePage(
-            items=[update_from_row(row) for row in rows[: query.size]],
-            meta=page_meta(request, rows, query.size, "updates", "published_at", "resource_id"),
-        )
-    )
+    rows = await fetch_for_session(request, updates.PAGE_SQL, *(after or (None, None)), query.size + 1)
+    return document_page(request, rows, query.size, "updates", "published_at", "resource_id")
 
 
 @operation(
@@ -55,13 +48,13 @@ async def list_updates(request: web.Request) -> web.Response:
     responses={200: Update},
     errors=(403, 404),
 )
+@session_checked_in_statement
 async def get_update(request: web.Request) -> web.Response:
-    session = own_session(request)
     resource_id = path_id(request, "resourceId")
-    row = await updates.available_update(request.app[POOL], session.user_id, resource_id)
-    if row is None:
+    rows = await fetch_for_session(request, updates.ONE_SQL, resource_id)
+    if not rows:
         raise updates.no_update(resource_id)
-    return json_response(update_from_row(row))
+    return json_text_response(rows[0]["document"])
 
 
 @operation(

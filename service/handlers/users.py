@@ -6,8 +6,8 @@ from aiohttp import web
 
 from core import users
 from core.errors import Forbidden, NotFound
-from service.http import decode_cursor, json_response, page_meta, parse_query, path_id
-from service.keys import POOL, SESSION
+from service.http import decode_cursor, json_response, parse_query, path_id
+from service.keys import CURSORS, POOL, SESSION
 from service.models import PageMeta, Profile, UserPage, UserSearchQuery, UserSummary
 from service.openapi import PathParameter, operation
 
@@ -35,7 +35,9 @@ async def get_profile(request: web.Request) -> web.Response:
 @operation(
     summary="Search the users of your account",
     description="Case-insensitive substring match on name or e-mail, ordered by name. Admins and "
-    "group managers only. A `q` shorter than 3 characters finds nothing (an empty page).",
+    "group managers only. A `q` shorter than 3 characters finds nothing (an empty page). Each page reads a "
+    "bounded number of users, so a page may hold fewer items than `size`, even none, and still have a "
+    "`meta.cursor`: keep following it until it is null.",
     tag="users",
     query=UserSearchQuery,
     responses={200: UserPage},
@@ -49,10 +51,13 @@ async def search_users(request: web.Request) -> web.Response:
     after = decode_cursor(request, query.cursor, "users", str, str)
     if len(query.q) < MIN_QUERY_LENGTH:
         return json_response(UserPage(items=[], meta=PageMeta(cursor=None)))
-    rows = await users.search_users(request.app[POOL], session.account_id, query.q, after, query.size + 1)
+    page = await users.search_users(request.app[POOL], session.account_id, query.q, after, query.size)
+    # The cursor is where the page's search stopped: after its last item, or after the last user it
+    # walked past when it found fewer (README: "Data model", user search).
+    cursor = None if page.after is None else request.app[CURSORS].encode("users", *page.after)
     return json_response(
         UserPage(
-            items=[UserSummary.model_validate(dict(row)) for row in rows[: query.size]],
-            meta=page_meta(request, rows, query.size, "users", "name", "id"),
+            items=[UserSummary.model_validate(user._asdict()) for user in page.users],
+            meta=PageMeta(cursor=cursor),
         )
     )

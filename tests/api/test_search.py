@@ -68,3 +68,27 @@ async def test_pages_follow_name_order_under_concurrent_inserts(client, pool):
     assert len(seen) == len(set(seen))
     assert seen == sorted(seen)
     assert set(names) <= set(seen)
+
+
+async def test_a_page_may_be_short_yet_have_a_cursor_and_following_it_finds_every_match(client, pool):
+    """Common text whose matches come late in name order: a page walks a bounded number of users,
+    so the first pages hold no match but a cursor; following it finds every match, in order."""
+    admin = await login(pool, "admin", isAdmin=True, name="Admin", email="admin@academy.edu")
+    await pool.execute(
+        "INSERT INTO users (id, account_id, account_name, name, email, updated_at, event_id) "
+        "SELECT id, 'acct-1', 'Academy One', name, id || '@academy.edu', now(), gen_random_uuid() "
+        "FROM (SELECT 'a' || n, format('Abe %s', to_char(n, 'FM00000')) FROM generate_series(1, 3000) AS n "
+        "      UNION ALL SELECT 'z' || n, format('Zed Dense %s', to_char(n, 'FM00000')) "
+        "      FROM generate_series(1, 2500) AS n) AS u(id, name)"
+    )
+    status, first = await search(client, admin, "dense", size=100)
+    assert status == 200
+    assert first["items"] == [] and first["meta"]["cursor"] is not None
+
+    seen, cursor = [], first["meta"]["cursor"]
+    while cursor is not None:
+        status, body = await search(client, admin, "dense", size=100, cursor=cursor)
+        assert status == 200 and len(body["items"]) <= 100
+        seen += [u["id"] for u in body["items"]]
+        cursor = body["meta"]["cursor"]
+    assert seen == [f"z{n}" for n in range(1, 2501)]

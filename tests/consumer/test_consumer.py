@@ -11,9 +11,10 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 import pytest
 
-from consumers.consumer import Batch, ConsumerHalted, EventConsumer
+from consumers.consumer import EventConsumer
 from consumers.decoding import decode
 from consumers.offsets import Fenced, claim_partitions, commit_partition_batch
+from consumers.pipeline import Batch, ConsumerHalted
 from core.events import RESOURCE_TYPES, Event
 from tests.factories import JWT_SECRET, at, imported, login, published, user_upserted
 from tests.kafka import consume_until, document, produce, produce_raw, read_topic

@@ -10,7 +10,8 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.util import calc_crc32c
 import pytest
 
-from consumers.consumer import Batch, ConsumerHalted, EventConsumer
+from consumers.consumer import EventConsumer
+from consumers.pipeline import Batch, ConsumerHalted
 from devtools.tansu import tansu_broker
 from tests.factories import at, imported, make_settings, published, user_upserted
 from tests.kafka import consume_until, document, produce_raw, read_topic

@@ -1,6 +1,7 @@
 """`make run` (devtools/run.py): the README's examples, run with curl against what it serves."""
 
 from contextlib import contextmanager
+import json
 import os
 from pathlib import Path
 import re
@@ -94,5 +95,5 @@ def test_make_run_falls_back_to_an_embedded_postgres(tmp_path):
     with local_service("postgresql://postgres@127.0.0.1:1/commons_users", tmp_path) as variables:
         result = run_curl(readme_curl_lines()[0], variables)
         assert result.returncode == 0, result.stderr
-        assert '"id":"r-fractions"' in result.stdout
+        assert [item["resource"]["id"] for item in json.loads(result.stdout)["items"]] == ["r-fractions"]
     assert (tmp_path / "pgdata" / "PG_VERSION").exists()

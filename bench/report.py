@@ -1,0 +1,203 @@
+"""bench/RESULTS.md from the figures of one run: the machine, each target (DESIGN.md §6) with the
+ratio measured and whether it is met, then every benchmark's figures as tables."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    measured: str
+    goal: str
+    met: bool
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator else float("inf")
+
+
+def _read_targets(figures: dict[str, Any]) -> Iterator[Target]:
+    wrk, pgbench, buffers = figures["wrk"], figures["pgbench"], figures["buffers"]
+    baseline = figures["baseline"]
+    for page in ("updates", "imports", "favorites"):
+        ours = wrk[f"{page} (this tree)"]["per_second"]
+        old = wrk[f"{page} ({baseline})"]["per_second"]
+        ratio = _ratio(ours, old)
+        yield Target(
+            f"read {page}: × release {baseline}", f"{ratio:.1f}× ({ours:.0f} vs {old:.0f} req/s)", "≥ 8×", ratio >= 8
+        )
+    ours = wrk["updates (this tree)"]["per_second"]
+    sql = pgbench["updates (this tree)"]["per_second"]
+    ratio = _ratio(ours, sql)
+    yield Target(
+        "read updates: × pgbench of its page SQL", f"{ratio:.2f}× ({ours:.0f} vs {sql:.0f} tps)", "≥ 0.5×", ratio >= 0.5
+    )
+    if "updates (FastAPI peer)" in wrk:
+        peer = wrk["updates (FastAPI peer)"]["per_second"]
+        ratio = _ratio(ours, peer)
+        yield Target(
+            "read updates: × FastAPI + SQLAlchemy peer",
+            f"{ratio:.1f}× ({ours:.0f} vs {peer:.0f} req/s)",
+            "≥ 3×",
+            ratio >= 3,
+        )
+    for page in ("updates", "imports", "favorites"):
+        hits = buffers[f"{page} (this tree)"]
+        measured = f"{hits['page']:.0f} (+ {hits['session check']:.0f} for the session check in the same statement)"
+        yield Target(f"read {page}: buffers per 24-item page", measured, "≤ 100", hits["page"] <= 100)
+    errors = sum(load["errors"] for key, load in wrk.items() if "(this tree)" in key)
+    yield Target("read: errors under load", str(errors), "0", errors == 0)
+
+
+def _search_targets(figures: dict[str, Any]) -> Iterator[Target]:
+    rows = [row for row in figures["plans"]]
+    worst_rows = max(row["rows_read"] for row in rows)
+    yield Target("search: rows read per page, any text, any statistics", str(worst_rows), "≤ 5,000", worst_rows <= 5000)
+    rates = figures["throughput"]
+    best, worst = max(rates.values()), min(rates.values())
+    ratio = _ratio(worst, best)
+    yield Target(
+        "search: worst class × best class", f"{ratio:.2f}× ({worst:.0f} vs {best:.0f} req/s)", "≥ 0.5×", ratio >= 0.5
+    )
+
+
+def _ingest_targets(figures: dict[str, Any]) -> Iterator[Target]:
+    ratios = figures.get("ratios", {})
+    if "service/copy" in ratios:
+        yield Target(
+            "ingest: × COPY of the same rows",
+            f"{ratios['service/copy']:.2f}×",
+            "≥ 0.25×",
+            ratios["service/copy"] >= 0.25,
+        )
+    if "service/quix" in ratios:
+        yield Target(
+            "ingest: × Quix Streams sink", f"{ratios['service/quix']:.1f}×", "≥ 4×", ratios["service/quix"] >= 4
+        )
+
+
+def _fanout_targets(figures: dict[str, Any]) -> Iterator[Target]:
+    sizes = sorted({int(key.split()[0]) for key in figures if "importers" in key})
+    largest = sizes[-1]
+    for statistics in ("stale", "fresh"):
+        seconds = figures[f"{largest} importers, {statistics} statistics"]["seconds"]
+        yield Target(
+            f"fan-out: {largest:,} importers visible, {statistics} statistics",
+            f"{seconds:.2f} s",
+            "≤ 1 s",
+            seconds <= 1,
+        )
+    small = figures[f"{sizes[0]} importers, stale statistics"]["seconds"]
+    big = figures[f"{largest} importers, stale statistics"]["seconds"]
+    growth = _ratio(big, small)
+    size_ratio = largest / sizes[0]
+    yield Target(
+        "fan-out: cost grows linearly (stale statistics)",
+        f"{growth:.1f}× the time for {size_ratio:.0f}× the importers",
+        f"≤ {size_ratio:.0f}×",
+        growth <= size_ratio,
+    )
+
+
+def _freshness_targets(figures: dict[str, Any]) -> Iterator[Target]:
+    idle = figures.get("idle", {})
+    if "max_ms" in idle:
+        yield Target(
+            "freshness: produce → visible, idle consumer, max",
+            f"{idle['max_ms']:.0f} ms",
+            "≤ 50 ms",
+            idle["max_ms"] <= 50,
+        )
+    steady = figures.get("steady", {})
+    if "p99_ms" in steady:
+        yield Target(
+            "freshness: p99 at a steady 1,000 events/s",
+            f"{steady['p99_ms']:.0f} ms",
+            "≤ 250 ms",
+            steady["p99_ms"] <= 250,
+        )
+
+
+def _memory_targets(figures: dict[str, Any]) -> Iterator[Target]:
+    consumer = figures.get("consumer", {})
+    if "drift_percent" in consumer:
+        drift = consumer["drift_percent"]
+        yield Target("memory: consumer RSS drift over the events", f"{drift:+.1f}%", "within ±10%", abs(drift) <= 10)
+    api = figures.get("api", {})
+    if "drift_percent" in api:
+        drift = api["drift_percent"]
+        yield Target("memory: API RSS drift under load", f"{drift:+.1f}%", "flat (within ±10%)", abs(drift) <= 10)
+
+
+TARGETS: dict[str, Callable[[dict[str, Any]], Iterator[Target]]] = {
+    "read": _read_targets,
+    "search": _search_targets,
+    "ingest": _ingest_targets,
+    "fanout": _fanout_targets,
+    "freshness": _freshness_targets,
+    "memory": _memory_targets,
+}
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _table(data: Any) -> list[str]:
+    """A dict of dicts as a table (one row per key), a list of dicts likewise; anything else as JSON-ish lines."""
+    rows: list[tuple[str, dict[str, Any]]]
+    if isinstance(data, dict) and data and all(isinstance(value, dict) for value in data.values()):
+        rows = list(data.items())
+    elif isinstance(data, list) and data and all(isinstance(value, dict) for value in data):
+        rows = [("", value) for value in data]
+    else:
+        return [f"- {key}: {_cell(value)}" for key, value in data.items()] if isinstance(data, dict) else [f"- {data}"]
+    columns: list[str] = []
+    for _, row in rows:
+        columns += [column for column in row if column not in columns and not isinstance(row[column], (dict, list))]
+    lines = ["| | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    lines += [f"| {key} | " + " | ".join(_cell(row.get(column, "")) for column in columns) + " |" for key, row in rows]
+    return lines
+
+
+def markdown(figures: dict[str, Any]) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"`make bench` ({figures['profile']} profile), finished {figures['finished']}. Every ratio was measured "
+        "in this one run, side by side on the same machine; the load generators (wrk, pgbench) ran as "
+        "separate processes on loopback. bench/README.md says how each benchmark works.",
+        "",
+        "## Machine",
+        "",
+        *[f"- {key}: {value}" for key, value in figures["machine"].items()],
+        "",
+        "## Targets",
+        "",
+        "| target | measured | goal | met |",
+        "|---|---|---|---|",
+    ]
+    for name, targets in TARGETS.items():
+        if name in figures:
+            for target in targets(figures[name]):
+                lines.append(
+                    f"| {target.name} | {target.measured} | {target.goal} | {'yes' if target.met else '**no**'} |"
+                )
+    for name in TARGETS:
+        if name not in figures:
+            continue
+        lines += ["", f"## {name}", ""]
+        for key, value in figures[name].items():
+            if isinstance(value, (dict, list)):
+                lines += [f"### {key}", "", *_table(value), ""]
+            else:
+                lines.append(f"- {key}: {_cell(value)}")
+    return "\n".join(lines) + "\n"
