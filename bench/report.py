@@ -47,7 +47,7 @@ def _read_targets(figures: dict[str, Any]) -> Iterator[Target]:
         )
     for page in ("updates", "imports", "favorites"):
         hits = buffers[f"{page} (this tree)"]
-        measured = f"{hits['page']:.0f} (+ {hits['session check']:.0f} for the session check in the same statement)"
+        measured = f"{hits['page']:.1f} (+ {hits['session check']:.1f} for the session check in the same statement)"
         yield Target(f"read {page}: buffers per 24-item page", measured, "≤ 100", hits["page"] <= 100)
     errors = sum(load["errors"] for key, load in wrk.items() if "(this tree)" in key)
     yield Target("read: errors under load", str(errors), "0", errors == 0)
@@ -175,6 +175,7 @@ def markdown(figures: dict[str, Any]) -> str:
         f"`make bench` ({figures['profile']} profile), finished {figures['finished']}. Every ratio was measured "
         "in this one run, side by side on the same machine; the load generators (wrk, pgbench) ran as "
         "separate processes on loopback. bench/README.md says how each benchmark works.",
+        *([figures["note"], ""] if "note" in figures else []),
         "",
         "## Machine",
         "",
@@ -195,7 +196,14 @@ def markdown(figures: dict[str, Any]) -> str:
         if name not in figures:
             continue
         lines += ["", f"## {name}", ""]
-        for key, value in figures[name].items():
+        section = figures[name]
+        if all(
+            isinstance(value, dict) and not any(isinstance(v, dict | list) for v in value.values())
+            for value in section.values()
+        ):
+            lines += _table(section)  # rows of figures: one table
+            continue
+        for key, value in section.items():
             if isinstance(value, (dict, list)):
                 lines += [f"### {key}", "", *_table(value), ""]
             else:
