@@ -16,7 +16,7 @@ from pathlib import Path
 import time
 from typing import Any
 
-from bench import fanout, freshness, harness, ingest, machine, memory, read, report, search
+from bench import audit, fanout, freshness, harness, ingest, machine, memory, read, report, search
 
 BENCHMARKS = {
     "read": read.run,
@@ -25,6 +25,7 @@ BENCHMARKS = {
     "fanout": fanout.run,
     "freshness": freshness.run,
     "memory": memory.run,
+    "audit": audit.run,
 }
 
 

@@ -33,7 +33,7 @@ async def lock_resources(conn: Connection, resource_ids: Iterable[str]) -> dict[
 # (user, resource) pair, with the resource's latest version and the pending courses as the API
 # shows them (most recently imported first, each with the date of the version it holds); the
 # courses are NULL when none is pending, or when the resource is gone.
-_COMPUTE = """
+COMPUTE = """
 SELECT i.user_id, i.resource_id, r.version_number, r.published_at,
        json_agg(json_build_object(
                     'courseId', i.course_id, 'courseName', i.course_name, 'importDate', api_time(i.imported_at),
@@ -56,14 +56,18 @@ GROUP BY i.user_id, i.resource_id, r.version_number, r.published_at
 # primary key; a row to delete is found by its key and deleted by its ctid, a row to write by its
 # key (ON CONFLICT), and one that would not change is not written. A pair whose resource is in
 # $1 is left to the first branch, so that no pair is computed twice and the upsert needs no sort
-# to take one row per key. The cost is linear in the pairs (README: "Data model").
+# to take one row per key; a pair without imports is computed as one with no pending course, so
+# that an update left without imports is removed (the drift audit's repair). The cost is linear
+# in the pairs (README: "Data model").
 _REFRESH = f"""
 WITH computed AS MATERIALIZED (
     SELECT c.* FROM unnest($1::text[]) AS scope(resource_id)
-    CROSS JOIN LATERAL ({_COMPUTE.format(scope="i.resource_id = scope.resource_id")}) c
+    CROSS JOIN LATERAL ({COMPUTE.format(scope="i.resource_id = scope.resource_id")}) c
     UNION ALL
-    SELECT c.* FROM jsonb_to_recordset($2::jsonb) AS scope(user_id text, resource_id text)
-    CROSS JOIN LATERAL ({_COMPUTE.format(scope="i.user_id = scope.user_id AND i.resource_id = scope.resource_id")}) c
+    SELECT scope.user_id, scope.resource_id, c.version_number, c.published_at, c.courses
+    FROM jsonb_to_recordset($2::jsonb) AS scope(user_id text, resource_id text)
+    LEFT JOIN LATERAL ({COMPUTE.format(scope="i.user_id = scope.user_id AND i.resource_id = scope.resource_id")}) c
+        ON true
     WHERE scope.resource_id <> ALL ($1::text[])
 ),
 removed AS (

@@ -28,6 +28,7 @@ NON_DEFAULT: dict[str, Any] = {
         "rateLimit": {"perHour": 1_000_000, "redisUrlFromSecret": True},
     },
     "consumer": {"replicas": 6},
+    "audit": {"enabled": True, "schedule": "0 * * * *", "pushgateway": "http://pushgateway.monitoring:9091"},
     "serviceMonitor": {"enabled": True, "interval": "15s"},
     "networkPolicy": {
         "enabled": True,
@@ -39,7 +40,7 @@ NON_DEFAULT: dict[str, Any] = {
 KUBERNETES_VERSIONS = ("1.25", kubernetes_validate.utils.latest_version())
 COMPONENT = "app.kubernetes.io/component"
 # Values that are whole Kubernetes objects, documented as one.
-OBJECT_VALUES = {"api.resources", "consumer.resources", "migrations.resources"}
+OBJECT_VALUES = {"api.resources", "consumer.resources", "migrations.resources", "audit.resources"}
 
 
 def render(values: dict[str, Any]) -> list[dict[str, Any]]:
@@ -61,10 +62,16 @@ def one(manifests: list[dict[str, Any]], kind: str, component: str | None = None
     return found
 
 
+def pod_spec(manifest: dict[str, Any]) -> dict[str, Any]:
+    spec = manifest["spec"]["jobTemplate"]["spec"] if manifest["kind"] == "CronJob" else manifest["spec"]
+    template: dict[str, Any] = spec["template"]["spec"]
+    return template
+
+
 def pod_specs(manifests: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
     for manifest in manifests:
-        if manifest["kind"] in ("Deployment", "Job"):
-            yield manifest["metadata"]["name"], manifest["spec"]["template"]["spec"]
+        if manifest["kind"] in ("Deployment", "Job", "CronJob"):
+            yield manifest["metadata"]["name"], pod_spec(manifest)
 
 
 def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -120,7 +127,13 @@ def test_the_expected_objects_are_rendered(
         ("Service", "consumer"),
     ]
     assert kinds(custom_manifests) == sorted(
-        [*kinds(default_manifests), ("NetworkPolicy", "api"), ("NetworkPolicy", "consumer"), ("ServiceMonitor", None)]
+        [
+            *kinds(default_manifests),
+            ("CronJob", "audit"),
+            ("NetworkPolicy", "api"),
+            ("NetworkPolicy", "consumer"),
+            ("ServiceMonitor", None),
+        ]
     )
     assert all(m["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE for m in custom_manifests)
 
@@ -149,8 +162,9 @@ def test_secrets_are_referenced_never_inlined(manifests: list[dict[str, Any]]) -
 
 def test_pods_get_the_configmap(manifests: list[dict[str, Any]]) -> None:
     configmap = one(manifests, "ConfigMap")
-    for component in ("api", "consumer"):
-        container = one(manifests, "Deployment", component)["spec"]["template"]["spec"]["containers"][0]
+    pods = [*find(manifests, "Deployment", "api"), *find(manifests, "Deployment", "consumer")]
+    for manifest in [*pods, *find(manifests, "CronJob", "audit")]:
+        container = pod_spec(manifest)["containers"][0]
         assert container["envFrom"] == [{"configMapRef": {"name": configmap["metadata"]["name"]}}]
     # The pre-install hook runs before the ConfigMap exists, so it gets the same settings inline.
     job_env = env_of(one(manifests, "Job", "migrations")["spec"]["template"]["spec"]["containers"][0])
@@ -186,12 +200,15 @@ def test_every_container_is_hardened(manifests: list[dict[str, Any]]) -> None:
 
 def test_each_role_runs_its_own_command(custom_manifests: list[dict[str, Any]]) -> None:
     def container(kind: str, component: str) -> dict[str, Any]:
-        return one(custom_manifests, kind, component)["spec"]["template"]["spec"]["containers"][0]
+        containers: list[dict[str, Any]] = pod_spec(one(custom_manifests, kind, component))["containers"]
+        return containers[0]
 
     assert container("Deployment", "api")["args"] == ["api", "--host", "0.0.0.0", "--port", "8080"]
     assert container("Deployment", "consumer")["args"] == ["consumer"]
     assert container("Job", "migrations")["args"] == ["migrate"]
-    for kind, component in (("Deployment", "api"), ("Deployment", "consumer"), ("Job", "migrations")):
+    assert container("CronJob", "audit")["args"] == ["audit", "--pushgateway", "http://pushgateway.monitoring:9091"]
+    roles = (("Deployment", "api"), ("Deployment", "consumer"), ("Job", "migrations"), ("CronJob", "audit"))
+    for kind, component in roles:
         assert container(kind, component)["image"] == "registry.example.com/commons-users:1.2.3"
         assert env_of(container(kind, component))["TZ"] == {"name": "TZ", "value": "UTC"}
 
@@ -245,6 +262,18 @@ def test_api_pods_outlive_their_drain(values: dict[str, Any], grace: int) -> Non
     assert env_of(spec["containers"][0])["SHUTDOWN_GRACE_SECONDS"]["value"] == str(grace)
     pre_stop = spec["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
     assert spec["terminationGracePeriodSeconds"] > grace + int(pre_stop[-1])
+
+
+def test_the_audit_runs_on_its_schedule_one_at_a_time_and_never_repairs(custom_manifests: list[dict[str, Any]]) -> None:
+    cron = one(custom_manifests, "CronJob", "audit")
+    assert cron["spec"]["schedule"] == "0 * * * *"
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert cron["spec"]["jobTemplate"]["spec"]["backoffLimit"] == 0  # a run that finds drift fails once
+    [container] = pod_spec(cron)["containers"]
+    assert "--repair" not in container["args"]
+    assert {"DATABASE_URL", "JWT_SECRET"} <= set(env_of(container))
+    without_gateway = render({**NON_DEFAULT, "audit": {"enabled": True}})
+    assert pod_spec(one(without_gateway, "CronJob", "audit"))["containers"][0]["args"] == ["audit"]
 
 
 def test_migrations_job_is_a_pre_install_and_pre_upgrade_hook(manifests: list[dict[str, Any]]) -> None:
