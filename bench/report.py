@@ -133,6 +133,25 @@ def _memory_targets(figures: dict[str, Any]) -> Iterator[Target]:
         yield Target("memory: API RSS drift under load", f"{drift:+.1f}%", "flat (within ±10%)", abs(drift) <= 10)
 
 
+def _audit_targets(figures: dict[str, Any]) -> Iterator[Target]:
+    clean, repair, after = figures["clean"], figures["repair"], figures["after repair"]
+    drifted = 3 * figures["drifted_rows_of_each_kind"]
+    repaired = repair["summary"].endswith(f"repaired {drifted} rows") and repair["differences_printed"] == drifted
+    yield Target(
+        f"audit: {figures['available_updates']:,} rows, drift written of each kind found and repaired",
+        f"exit {clean['exit']}, then {repair['exit']} ({repair['differences_printed']:,} found), then {after['exit']}",
+        f"exit 0, then 1 ({drifted:,} found and repaired), then 0",
+        (clean["exit"], repair["exit"], after["exit"]) == (0, 1, 0) and repaired,
+    )
+    growth = max(run["rss_mib_max"] / run["rss_mib_after_warm_up"] - 1 for run in (clean, repair, after))
+    yield Target(
+        "audit: resident set growth after the warm-up, at most",
+        f"{100 * growth:+.1f}% ({clean['pairs_per_second']:,} pairs/s)",
+        "flat (within +10%)",
+        growth <= 0.1,
+    )
+
+
 TARGETS: dict[str, Callable[[dict[str, Any]], Iterator[Target]]] = {
     "read": _read_targets,
     "search": _search_targets,
@@ -140,6 +159,7 @@ TARGETS: dict[str, Callable[[dict[str, Any]], Iterator[Target]]] = {
     "fanout": _fanout_targets,
     "freshness": _freshness_targets,
     "memory": _memory_targets,
+    "audit": _audit_targets,
 }
 
 
