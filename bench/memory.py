@@ -28,7 +28,6 @@ import sys
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
 import asyncpg
 
 from bench.harness import FULL, QUICK, WORK, Profile, drop_database, free_port, process, service_env, wrk
@@ -42,6 +41,7 @@ from bench.streams import (
     create_topics,
     imported_event,
     migrated_database,
+    produce,
     seed_resources,
 )
 from core import sessions
@@ -82,27 +82,10 @@ def events(count: int) -> Iterator[dict[str, Any]]:
         yield imported_event(user, resource, round_ % 3, 1 + n % 2, T0 + timedelta(seconds=n))
 
 
-async def produce_stream(bootstrap: str, topic: str, count: int) -> float:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=10, max_batch_size=512 * 1024, acks="all")
-    await producer.start()
-    started = time.perf_counter()
-    try:
-        pending = []
-        for e in events(count):
-            pending.append(await producer.send(topic, json.dumps(e).encode(), key=e["resourceId"].encode()))
-            if len(pending) >= 10_000:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
-    return time.perf_counter() - started
-
-
 async def consumer_memory(database: str, bootstrap: str, count: int) -> dict[str, Any]:
     topics = Topics.fresh("bench-memory")
     await create_topics(bootstrap, topics.resource)
-    produce_seconds = await produce_stream(bootstrap, topics.resource, count)
+    produce_seconds = await produce(bootstrap, topics.resource, events(count))
     step = max(count // 100, 1)
     samples: list[int] = []
     conn = await asyncpg.connect(database)

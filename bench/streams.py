@@ -5,7 +5,7 @@ they refer to, and the consumer process under test."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -145,8 +145,9 @@ async def create_topics(bootstrap: str, *topics: str, partitions: int = PARTITIO
         await admin.close()
 
 
-async def produce(bootstrap: str, topic: str, events: Sequence[dict[str, Any]], key_field: str = "resourceId") -> float:
-    """Publish the documents keyed by `key_field`; waits for every ack; returns the seconds taken."""
+async def produce(bootstrap: str, topic: str, events: Iterable[dict[str, Any]], key_field: str = "resourceId") -> float:
+    """Publish the documents keyed by `key_field` (a generator is read as it goes, never held whole);
+    waits for every ack; returns the seconds taken."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=10, max_batch_size=512 * 1024, acks="all")
     await producer.start()
     started = time.perf_counter()
