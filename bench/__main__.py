@@ -16,7 +16,7 @@ from pathlib import Path
 import time
 from typing import Any
 
-from bench import audit, fanout, freshness, harness, ingest, machine, memory, read, report, search
+from bench import audit, fanout, freshness, harness, ingest, machine, memory, read, report, search, update_stream
 
 BENCHMARKS = {
     "read": read.run,
@@ -26,6 +26,7 @@ BENCHMARKS = {
     "freshness": freshness.run,
     "memory": memory.run,
     "audit": audit.run,
+    "update_stream": update_stream.run,
 }
 
 

@@ -29,15 +29,15 @@ TOPIC = "bench.resource-events"
 USER_TOPIC = "bench.user-events"
 
 
-def version_event(number: int) -> dict[str, Any]:
+def version_event(number: int, resource: str = RESOURCE) -> dict[str, Any]:
     at = datetime(2026, 1, number, tzinfo=UTC).isoformat()
     return {
         "type": "resource.version.published",
         "eventId": str(uuid.uuid4()),
         "occurredAt": at,
         "schemaVersion": 1,
-        "resourceId": RESOURCE,
-        "versionId": f"{RESOURCE}-v{number}",
+        "resourceId": resource,
+        "versionId": f"{resource}-v{number}",
         "versionNumber": number,
         "versionNotes": f"Version {number}",
         "publishedAt": at,

@@ -49,6 +49,7 @@ class Profile:
     freshness_events: int
     memory_events: int
     memory_seconds: float
+    idle_streams: int  # live update streams held by one API process
 
 
 FULL = Profile(
@@ -63,6 +64,7 @@ FULL = Profile(
     freshness_events=20,
     memory_events=1_000_000,
     memory_seconds=600,
+    idle_streams=10_000,
 )
 QUICK = Profile(
     "quick",
@@ -76,6 +78,7 @@ QUICK = Profile(
     freshness_events=3,
     memory_events=5_000,
     memory_seconds=3,
+    idle_streams=200,
 )
 
 
@@ -283,11 +286,8 @@ def wrk(base: str, path: str, sessions_file: Path, *, connections: int, seconds:
 
 
 def require_tools() -> None:
-    missing = [tool for tool in ("wrk", "pgbench") if shutil.which(tool) is None]
-    if missing:
-        sys.exit(
-            f"bench: missing {', '.join(missing)} (Debian's wrk and postgresql-client; `make bench` installs them)"
-        )
+    if missing := [tool for tool in ("wrk", "pgbench") if shutil.which(tool) is None]:
+        sys.exit(f"bench: missing {', '.join(missing)} (Debian's wrk and postgresql-client; make bench installs them)")
 
 
 def main(run: Callable[[Profile], Coroutine[Any, Any, dict[str, Any]]], description: str | None) -> None:

@@ -152,6 +152,40 @@ def _audit_targets(figures: dict[str, Any]) -> Iterator[Target]:
     )
 
 
+def _update_stream_targets(figures: dict[str, Any]) -> Iterator[Target]:
+    """Issue 10's: bounded memory for idle streams, and a large change that stalls nothing."""
+    idle = figures["idle"]
+    counts = sorted(int(key.split("_")[2]) for key in idle if key.endswith("_streams"))
+    rss = [idle["rss_mib_no_stream"]] + [idle[f"rss_mib_{count}_streams"] for count in counts]
+    first_half, second_half = rss[1] - rss[0], rss[2] - rss[1]
+    yield Target(
+        f"update stream: resident set of {counts[-1]:,} idle streams, second half × first half",
+        f"{_ratio(second_half, first_half):.2f}× ({idle['kib_per_stream']:.1f} KiB a stream, {rss[-1]:.0f} MiB)",
+        "bounded: linear (≤ 1.2×)",
+        _ratio(second_half, first_half) <= 1.2,
+    )
+    watched, during = figures["watched"], figures["readyz while the events go out"]
+    yield Target(
+        f"update stream: {watched['streams']:,} streams get a new version's event, after the commit",
+        f"{watched['last_s']:.2f} s (median {watched['median_s']:.2f} s)",
+        "≤ 1 s",
+        watched["last_s"] <= 1,
+    )
+    yield Target(
+        "update stream: /readyz while the events go out, at most",
+        f"{during['max_ms']:.0f} ms (at rest {figures['readyz at rest']['max_ms']:.0f} ms)",
+        "no stall (≤ 100 ms)",
+        during["max_ms"] <= 100,
+    )
+    cpu = figures["api cpu seconds beyond rest"]["r-unwatched: no stream of its importers"]
+    yield Target(
+        f"update stream: API CPU for a change naming {figures['importers of each resource']:,} users, none connected",
+        f"{cpu:.2f} s",
+        "≤ 0.1 s",
+        cpu <= 0.1,
+    )
+
+
 TARGETS: dict[str, Callable[[dict[str, Any]], Iterator[Target]]] = {
     "read": _read_targets,
     "search": _search_targets,
@@ -160,6 +194,7 @@ TARGETS: dict[str, Callable[[dict[str, Any]], Iterator[Target]]] = {
     "freshness": _freshness_targets,
     "memory": _memory_targets,
     "audit": _audit_targets,
+    "update_stream": _update_stream_targets,
 }
 
 

@@ -3,33 +3,36 @@
 from __future__ import annotations
 
 import asyncio
-import gc
+import contextlib
 import logging
 import signal
+
+import asyncpg
 
 from consumers.consumer import EventConsumer
 from consumers.health import serve_health
 from consumers.pipeline import ConsumerHalted
-from core import db
+from core import db, update_stream
+from core.observability import tune_garbage_collector
 from core.settings import Settings
 
 log = logging.getLogger("commons_users")
 
 
-# The cyclic garbage collector's thresholds once started (Python's are 700, 10, 10). Batches in
-# flight are many objects that outlive a young collection, so with the default thresholds the
-# collector went through them again and again: 35 % of the consumer's time (bench/ingest.py). Objects
-# freed by reference counting (nearly all) are freed at once whatever these say; the thresholds only
-# decide how much cyclic garbage may wait to be collected.
-GC_THRESHOLDS = (50_000, 20, 10)
+# How often the changes behind the live update stream are pruned.
+PRUNE_INTERVAL_SECONDS = 60.0
 
 
-def tune_garbage_collector() -> None:
-    """Leave what start-up made (modules, schemas: most of the process's objects) out of every
-    collection from now on, and collect less often."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+async def prune_update_changes(pool: asyncpg.Pool, retention_seconds: float, interval: float) -> None:
+    """Drop the changes older than UPDATE_STREAM_RETENTION_SECONDS now and then, until cancelled.
+    Every replica does; they only delete the same rows."""
+    while True:
+        try:
+            if pruned := await update_stream.prune(pool, retention_seconds):
+                log.info("pruned %d changes of the live update stream", pruned)
+        except Exception as exc:  # the database out of reach, say: the next turn tries again
+            log.warning("the changes of the live update stream were not pruned: %r", exc)
+        await asyncio.sleep(interval)
 
 
 async def consume(settings: Settings) -> int:
@@ -48,6 +51,9 @@ async def consume(settings: Settings) -> int:
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signal_number, stopping.set)
     health = await serve_health(consumer, settings)
+    pruning = asyncio.create_task(
+        prune_update_changes(pool, settings.update_stream_retention_seconds, PRUNE_INTERVAL_SECONDS)
+    )
     try:
         await consumer.start()
         tune_garbage_collector()
@@ -57,6 +63,9 @@ async def consume(settings: Settings) -> int:
         log.critical("consumer halted: %s", exc)
         return 2
     finally:
+        pruning.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pruning
         await consumer.stop()
         await health.cleanup()
         await pool.close()

@@ -97,6 +97,16 @@ async def create_pool(
     return pool
 
 
+async def connect(dsn: str, *, connect_timeout: float, application_name: str) -> asyncpg.Connection:
+    """A connection of its own, outside any pool (one that listens for notifications, say)."""
+    conn: asyncpg.Connection = await asyncpg.connect(
+        dsn,
+        timeout=connect_timeout,
+        server_settings={"timezone": "UTC", "application_name": application_name},
+    )
+    return conn
+
+
 @contextmanager
 def migrations_dir() -> Iterator[Path]:
     """The folder of the SQL migrations, wherever the package is installed."""

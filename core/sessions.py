@@ -113,8 +113,17 @@ WHERE session.id_hash = $1 AND session.expires_at > now()
 """
 
 
+# Where an ended session is announced (the hex of its hash), so that its live streams close.
+SESSION_ENDED_CHANNEL = "commons_users_session_ended"
+
+
 async def end_session(pool: asyncpg.Pool, session: Session) -> None:
-    await pool.execute("DELETE FROM sessions WHERE id_hash = $1", session.id_hash)
+    await pool.execute(
+        "WITH ended AS (DELETE FROM sessions WHERE id_hash = $1 RETURNING id_hash) "
+        "SELECT pg_notify($2, encode(id_hash, 'hex')) FROM ended",
+        session.id_hash,
+        SESSION_ENDED_CHANNEL,
+    )
 
 
 class IdentityClaims(TextModel):

@@ -112,6 +112,21 @@ class Settings(BaseSettings):
         0.1, gt=0, description="Longest wait for Redis; a request it fails or delays is served uncounted."
     )
     rate_limit_key_prefix: str = Field("commons-users:rate-limit:", description="Prefix of the counters' Redis keys.")
+    update_stream_retention_seconds: float = Field(
+        24 * 3600,
+        gt=0,
+        description="How long the changes behind the live update stream are kept (the consumer prunes them): a "
+        "client that reconnects within it gets what it missed; one that was away longer is told to reload.",
+    )
+    update_stream_keepalive_seconds: float = Field(
+        15, gt=0, description="How often an idle update stream sends a comment line, so that proxies keep it open."
+    )
+    update_stream_max_pending_events: int = Field(
+        100, ge=1, description="Events an update stream may hold for a client that reads slowly; one more closes it."
+    )
+    update_stream_write_timeout_seconds: float = Field(
+        10, gt=0, description="How long a write to an update stream may wait for the client to read before it closes."
+    )
 
     @field_validator("allowed_origins", mode="before")
     @classmethod

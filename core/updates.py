@@ -48,7 +48,9 @@ GROUP BY i.user_id, i.resource_id, r.version_number, r.published_at
 """
 
 # Recompute the rule for every importer of the resources in $1 and for the (user, resource) pairs
-# in $2, then write what changed: upsert the pairs with a pending course, delete the others.
+# in $2, then write what changed: upsert the pairs with a pending course, delete the others; and
+# stage, per resource, the users whose update changed, for the live update stream (numbered when
+# the transaction commits: sql/migrations/20261128180000_update_stream.sql).
 #
 # Every step is a nested loop over the scope by construction: a lateral subquery that aggregates
 # cannot be flattened into a join, so whatever the statistics say, each resource's importers are
@@ -79,7 +81,7 @@ removed AS (
             LIMIT 1
         ) existing
         WHERE c.courses IS NULL))
-    RETURNING 1
+    RETURNING user_id, resource_id
 ),
 upserted AS (
     INSERT INTO available_updates (user_id, resource_id, version_number, published_at, courses)
@@ -88,9 +90,14 @@ upserted AS (
         version_number = EXCLUDED.version_number, published_at = EXCLUDED.published_at, courses = EXCLUDED.courses
     WHERE (available_updates.version_number, available_updates.published_at, available_updates.courses::text)
           IS DISTINCT FROM (EXCLUDED.version_number, EXCLUDED.published_at, EXCLUDED.courses::text)
-    RETURNING 1
+    RETURNING user_id, resource_id
+),
+staged AS (
+    INSERT INTO update_changes (resource_id, user_ids)
+    SELECT resource_id, array_agg(user_id) FROM (TABLE removed UNION ALL TABLE upserted) changed GROUP BY resource_id
+    RETURNING cardinality(user_ids) AS users
 )
-SELECT (SELECT count(*) FROM removed) + (SELECT count(*) FROM upserted)
+SELECT coalesce(sum(users), 0)::bigint FROM staged
 """
 
 

@@ -38,6 +38,7 @@ DEMO_UPDATE = ROOT / "docs" / "demo-update.jsonl"
 DEMO_TEACHER = "u-ada"
 DEMO_ADMIN = "u-grace"
 DEMO_RESOURCE, DEMO_NEW_VERSION = "r-fractions", "r-fractions-v2"  # the version docs/demo-update.jsonl publishes
+STREAM_EXAMPLE = 'curl -sS -N -H "X-Session-ID: $SESSION" "$BASE/api/users/$USER_ID/update-stream"'
 
 
 async def _server_answers(dsn: str) -> bool:
@@ -171,6 +172,11 @@ and a session JWT for the teacher ($TOKEN):
 export {exports}
 
 curl -sS -H "X-Session-ID: $SESSION" "$BASE/api/users/$USER_ID/updates"
+
+Follow her updates live (Server-Sent Events), then change one from another terminal (README.md,
+"Live updates"):
+
+{STREAM_EXAMPLE}
 
 More examples are in README.md; the OpenAPI document is at {base}/api/openapi.json
 """,

@@ -14,10 +14,11 @@ from service import auth, observability, ratelimit
 from service.access_log import keep_request_bytes_out_of_server_errors
 from service.auth import public
 from service.cursors import CursorCodec
-from service.handlers import resources, sessions, updates, users
+from service.handlers import resources, sessions, update_stream, updates, users
 from service.keys import CURSORS, POOL, SETTINGS
 from service.openapi import build_document
 from service.problems import problem_middleware
+from service.update_stream import close_streams, update_stream_hub
 
 OPENAPI = web.AppKey("openapi", dict)
 
@@ -72,6 +73,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/api/resources", resources.list_resources)
     router.add_get("/api/users/{userId}/updates", updates.list_updates)
     router.add_get("/api/users/{userId}/updates/{resourceId}", updates.get_update)
+    router.add_get("/api/users/{userId}/update-stream", update_stream.update_stream)
     router.add_post("/api/users/{userId}/updates/{resourceId}/ignore", updates.ignore_update)
     router.add_get("/api/users/{userId}/favorites", resources.list_favorites)
     router.add_post("/api/users/{userId}/favorites", resources.add_favorite)
@@ -100,5 +102,7 @@ def create_app(settings: Settings) -> web.Application:
     app[OPENAPI] = build_document(app, title="Commons Users API", version=version("commons-users"))
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(ratelimit.rate_limiter)
+    app.cleanup_ctx.append(update_stream_hub)
+    app.on_shutdown.append(close_streams)
     app.on_response_prepare.append(ratelimit.add_headers)
     return app

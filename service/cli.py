@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Coroutine
+from datetime import UTC, datetime
 import logging
+import os
 from pathlib import Path
+import re
 import sys
+from typing import Any
 
 from aiohttp import web
 import asyncpg
@@ -15,11 +20,12 @@ from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 from pydantic import ValidationError
 import uvloop
 
-from consumers import topics
+from consumers import dead_letter_report, topics
+from consumers.dead_letters import BROKER_ERRORS, TIMEOUT_SECONDS, Filters
 from consumers.main import consume
 from core import audit as drift_audit
 from core import db, sessions, users
-from core.observability import configure_logging
+from core.observability import configure_logging, tune_garbage_collector
 from core.settings import Settings
 from service.access_log import AccessLogger
 from service.app import create_app
@@ -42,9 +48,11 @@ def migrate(args: argparse.Namespace, settings: Settings) -> None:
 
 def api(args: argparse.Namespace, settings: Settings) -> None:
     log.info("serving on %s:%s (database %s)", args.host, args.port, settings.database_url_for_logs)
+    app = create_app(settings)
+    tune_garbage_collector()
     # On SIGTERM: stop accepting, give in-flight requests the grace period, then close the pool.
     web.run_app(
-        create_app(settings),
+        app,
         loop=uvloop.new_event_loop(),
         host=args.host,
         port=args.port,
@@ -135,6 +143,96 @@ def _push_drift(url: str, summary: drift_audit.Summary) -> None:
     push_to_gateway(url, job="commons-users-audit", registry=registry, timeout=10)
 
 
+def _dlq_topics(settings: Settings, topic: str | None) -> list[str]:
+    """The event topics whose dead letters a command reads: `topic` (named with or without its
+    .dlq), or both."""
+    event_topics = topics.event_topics(settings)
+    if topic is None:
+        return event_topics
+    if (source := topic.removesuffix(topics.DLQ_SUFFIX)) not in event_topics:
+        print(f"commons-users: dlq: {topic!r} is not an event topic ({', '.join(event_topics)})", file=sys.stderr)
+        sys.exit(2)
+    return [source]
+
+
+def dlq(args: argparse.Namespace, settings: Settings) -> None:
+    """`commons-users dlq list | show | replay`; exit 2 when the broker fails it, without a traceback."""
+    for handler in logging.getLogger().handlers:  # stdout is the report: logs go to stderr
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(sys.stderr)
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)  # not its notes on every assignment
+    servers = settings.kafka_bootstrap_servers
+    command: Coroutine[Any, Any, int]
+    if args.dlq_command == "show":
+        topic = args.name.split("/")[0] if "/" in args.name else args.topic  # a full name carries its topic
+        command = dead_letter_report.show_dead_letter(servers, _dlq_topics(settings, topic), args.name)
+    else:
+        filters = Filters(args.since, args.until, args.reason)
+        dead_letters = _dlq_topics(settings, args.topic)
+        if args.dlq_command == "list":
+            command = dead_letter_report.list_dead_letters(servers, dead_letters, filters)
+        else:
+            command = dead_letter_report.replay_dead_letters(servers, dead_letters, filters, dry_run=args.dry_run)
+    try:
+        status = asyncio.run(command)
+    except BROKER_ERRORS as exc:
+        why = f"no answer within {TIMEOUT_SECONDS:g} s" if isinstance(exc, TimeoutError) else str(exc)
+        print(f"commons-users: dlq: the broker at {servers} failed: {why or type(exc).__name__}", file=sys.stderr)
+        sys.exit(2)
+    except BrokenPipeError:  # `dlq list | head`: the reader has read enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the flush at exit fails quietly
+        sys.exit(141)  # as a command that SIGPIPE ends
+    except KeyboardInterrupt:
+        print("commons-users: dlq: interrupted (what was replayed stays so; replaying is safe)", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(status)
+
+
+def _time(text: str) -> datetime:
+    """ISO 8601; without an offset, UTC (the time `dlq list` prints)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _dead_letter_name(text: str) -> str:
+    """A source offset, or TOPIC/PARTITION/OFFSET as `dlq list` prints it (leading zeros dropped)."""
+    if not (found := re.fullmatch(r"(?:([A-Za-z0-9._-]+)/([0-9]+)/)?([0-9]+)", text)):
+        raise argparse.ArgumentTypeError(f"not an offset nor TOPIC/PARTITION/OFFSET: {text!r}")
+    topic, partition, offset = found.groups()
+    return f"{topic}/{int(partition)}/{int(offset)}" if topic else str(int(offset))
+
+
+def _add_dlq(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`commons-users dlq list | show | replay`."""
+    group = commands.add_parser(
+        "dlq",
+        help="list, show and replay the dead letters",
+        description="The records the consumer could not apply, in the .dlq topics of the event topics. "
+        "Exit 0 when done, 1 when show finds no such dead letter, 2 when the command could not run (a bad "
+        "option, an ambiguous offset, the broker out of reach).",
+    )
+    group.set_defaults(run=dlq)
+    dlq_commands = group.add_subparsers(dest="dlq_command", required=True)
+    scope = argparse.ArgumentParser(add_help=False)
+    scope.add_argument("--topic", metavar="TOPIC", help="an event topic: its dead letters only (default: both topics')")
+    scope.add_argument(
+        "--since", type=_time, metavar="TIME", help="dead-lettered at or after it (ISO 8601, UTC by default)"
+    )
+    scope.add_argument("--until", type=_time, metavar="TIME", help="dead-lettered before it (ISO 8601, UTC by default)")
+    scope.add_argument("--reason", metavar="TEXT", help="whose error contains this text, in any case")
+    dlq_commands.add_parser("list", parents=[scope], help="one line per dead letter")
+    show = dlq_commands.add_parser("show", help="a dead letter in full: its record and headers")
+    show.add_argument("name", type=_dead_letter_name, metavar="OFFSET", help="OFFSET or TOPIC/PARTITION/OFFSET")
+    show.add_argument("--topic", metavar="TOPIC", help="the event topic of a bare offset")
+    again = dlq_commands.add_parser(
+        "replay", parents=[scope], help="publish the dead letters again to their topics, with their key and value"
+    )
+    again.add_argument("--dry-run", action="store_true", help="print what would be replayed; publish nothing")
+
+
 def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
@@ -172,6 +270,7 @@ def main(argv: list[str] | None = None) -> None:
     check.add_argument("--batch-size", type=_positive, default=5000, help="(user, resource) pairs read at a time")
     check.add_argument("--pushgateway", help="push commons_users_audit_drift_rows to this Prometheus Pushgateway")
     check.set_defaults(run=audit)
+    _add_dlq(commands)
 
     args = parser.parse_args(argv)
     settings = _settings()

@@ -40,6 +40,15 @@ class PathParameter:
 
 
 @dataclass(frozen=True)
+class HeaderParameter:
+    """A request header the operation reads: a text, of this pattern."""
+
+    name: str
+    description: str
+    pattern: str
+
+
+@dataclass(frozen=True)
 class Operation:
     """What a handler accepts and answers, for the document."""
 
@@ -54,6 +63,10 @@ class Operation:
     deprecated: bool = False
     description: str = ""
     response_headers: dict[str, str] = field(default_factory=dict)
+    headers: tuple[HeaderParameter, ...] = ()
+    # The successful answer's media type, and its schema when no model describes it.
+    media_type: str = "application/json"
+    schema: dict[str, Any] | None = None
 
 
 def operation(**kwargs: Any) -> Callable[[Handler], Handler]:
@@ -147,7 +160,8 @@ def _headers(described: dict[str, str]) -> dict[str, Any]:
 def _responses(op: Operation, *, public: bool, rate_limited: bool) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     for status, model in op.responses.items():
-        responses[str(status)] = {"description": HTTPStatus(status).phrase, **_content(model)}
+        content = {"content": {op.media_type: {"schema": op.schema}}} if op.schema else _content(model, op.media_type)
+        responses[str(status)] = {"description": HTTPStatus(status).phrase, **content}
         if op.response_headers:
             responses[str(status)]["headers"] = _headers(op.response_headers)
     error_statuses = {400, *op.errors}
@@ -210,6 +224,16 @@ def build_document(app: web.Application, *, title: str, version: str) -> dict[st
         ]
         if op.query is not None:
             parameters += _query_parameters(op.query, query_schemas[op.query])
+        parameters += [
+            {
+                "name": h.name,
+                "in": "header",
+                "required": False,
+                "description": h.description,
+                "schema": {"type": "string", "pattern": h.pattern},
+            }
+            for h in op.headers
+        ]
         if not public:
             parameters += _SESSION_PARAMETERS
         rate_limited = not public or (method.upper(), path) in BY_ADDRESS

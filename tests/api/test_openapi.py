@@ -43,11 +43,13 @@ STATUSES: dict[tuple[str, str], tuple[int, set[int]]] = {
     ("get", "/api/resources"): (200, {400, *SESSION}),
     ("get", "/api/users/{userId}/updates"): (200, {400, 403, *SESSION}),
     ("get", "/api/users/{userId}/updates/{resourceId}"): (200, {400, 403, 404, *SESSION}),
+    ("get", "/api/users/{userId}/update-stream"): (200, {400, 403, *SESSION}),
     ("post", "/api/users/{userId}/updates/{resourceId}/ignore"): (204, {400, 403, 404, *SESSION}),
     ("get", "/api/users/{userId}/favorites"): (200, {400, 403, *SESSION}),
     ("post", "/api/users/{userId}/favorites"): (201, {400, 403, 404, *SESSION}),
     ("delete", "/api/users/{userId}/favorites/{resourceId}"): (204, {400, 403, *SESSION}),
 }
+MEDIA_TYPES = {"/api/users/{userId}/update-stream": "text/event-stream"}
 # What the server checks path ids against: core.text.Identifier, and a session id's own shape.
 IDENTIFIER = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"^[\x21-\x7e]+$"}
 SESSION_ID = {"type": "string", "minLength": 43, "maxLength": 43, "pattern": "^[A-Za-z0-9_-]{43}$"}
@@ -253,7 +255,7 @@ async def test_status_codes(document, method, path):
     if success == 204:
         assert "content" not in responses["204"]
     else:
-        assert set(responses[str(success)]["content"]) == {"application/json"}
+        assert set(responses[str(success)]["content"]) == {MEDIA_TYPES.get(path, "application/json")}
     for status in errors:
         assert str(status) in responses, f"{method} {path} does not document {status}"
         content = responses[str(status)]["content"]
