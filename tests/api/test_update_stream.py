@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 import json
+from uuid import uuid4
 
 import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
 import pytest
 
 from core import update_stream
+from core.events import EVENT_ADAPTER, Event
 from service.app import create_app
 from tests.factories import apply, at, imported, login, make_settings, published
 from tests.sse import STREAM, Message, next_event, next_message
@@ -71,6 +74,32 @@ async def test_each_change_of_the_users_updates_is_an_event_with_a_growing_id(cl
         removed = await next_event(response)
         assert removed.json == {"resourceId": "r1", "removed": True}
         assert removed.position > changed.position
+
+
+@pytest.mark.parametrize("how", ["imported again", "deleted"])
+async def test_an_update_that_goes_away_otherwise_is_removed_too(client, pool, session_id, how):
+    await apply(pool, published("r1", 1, at_time=at(0)), imported("u1", "r1", "c1", at(1)))
+    await apply(pool, published("r1", 2, at_time=at(2)))
+    async with opened(client, session_id) as response:
+        await ready(response)
+        if how == "imported again":
+            await apply(pool, imported("u1", "r1", "c1", at(3), version=2))
+        else:
+            await apply(pool, deleted("r1", at(3)))
+        assert (await next_event(response)).json == {"resourceId": "r1", "removed": True}
+
+
+def deleted(resource_id: str, at_time: datetime) -> Event:
+    return EVENT_ADAPTER.validate_python(
+        {
+            "eventId": str(uuid4()),
+            "type": "resource.deleted",
+            "occurredAt": at_time.isoformat(),
+            "schemaVersion": 1,
+            "resourceId": resource_id,
+            "deletedAt": at_time.isoformat(),
+        }
+    )
 
 
 async def test_nobody_else_gets_the_users_events(client, pool, session_id):
