@@ -11,7 +11,7 @@ import asyncpg
 import jwt
 
 from core import ingest, sessions
-from core.events import Event, ResourceImported, ResourceVersionPublished, UserUpserted
+from core.events import Event, ResourceDeleted, ResourceImported, ResourceVersionPublished, UserUpserted
 from core.settings import Settings
 
 JWT_SECRET = "test-jwt-secret-" + "s" * 16
@@ -135,6 +135,20 @@ def imported(
             "versionNumber": version,
             "importedAt": imported_at.isoformat(),
             **overrides,
+        }
+    )
+
+
+def deleted(resource_id: str, deleted_at: datetime) -> ResourceDeleted:
+    """A `resource.deleted` event."""
+    return ResourceDeleted.model_validate(
+        {
+            "eventId": str(uuid4()),
+            "type": "resource.deleted",
+            "occurredAt": deleted_at.isoformat(),
+            "schemaVersion": 1,
+            "resourceId": resource_id,
+            "deletedAt": deleted_at.isoformat(),
         }
     )
 

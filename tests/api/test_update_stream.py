@@ -6,18 +6,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
 import json
-from uuid import uuid4
 
 import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
 import pytest
 
 from core import update_stream
-from core.events import EVENT_ADAPTER, Event
 from service.app import create_app
-from tests.factories import apply, at, imported, login, make_settings, published
+from tests.factories import apply, at, deleted, imported, login, make_settings, published
 from tests.sse import STREAM, Message, next_event, next_message
 
 U1_STREAM = STREAM.format(user="u1")
@@ -87,19 +84,6 @@ async def test_an_update_that_goes_away_otherwise_is_removed_too(client, pool, s
         else:
             await apply(pool, deleted("r1", at(3)))
         assert (await next_event(response)).json == {"resourceId": "r1", "removed": True}
-
-
-def deleted(resource_id: str, at_time: datetime) -> Event:
-    return EVENT_ADAPTER.validate_python(
-        {
-            "eventId": str(uuid4()),
-            "type": "resource.deleted",
-            "occurredAt": at_time.isoformat(),
-            "schemaVersion": 1,
-            "resourceId": resource_id,
-            "deletedAt": at_time.isoformat(),
-        }
-    )
 
 
 async def test_nobody_else_gets_the_users_events(client, pool, session_id):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.factories import T0, add_resource, apply, at, imported, login, published
+from tests.factories import T0, add_resource, apply, at, deleted, imported, login, published
 
 UPDATES = "/api/users/u1/updates"
 
@@ -151,21 +151,7 @@ async def test_reimporting_the_latest_version_makes_a_course_current(client, hea
 
 
 async def test_a_deleted_resource_has_no_update(client, headers, pool, two_courses):
-    from core.events import EVENT_ADAPTER
-
-    await apply(
-        pool,
-        EVENT_ADAPTER.validate_python(
-            {
-                "eventId": "00000000-0000-4000-8000-000000000001",
-                "type": "resource.deleted",
-                "occurredAt": at(50).isoformat(),
-                "schemaVersion": 1,
-                "resourceId": "r1",
-                "deletedAt": at(50).isoformat(),
-            }
-        ),
-    )
+    await apply(pool, deleted("r1", at(50)))
     assert await pending(client, headers, "r1") is None
     await apply(pool, published("r1", 4, at_time=at(60)))  # a deletion is final
     assert await pending(client, headers, "r1") is None
