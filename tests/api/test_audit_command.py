@@ -2,7 +2,6 @@
 
 import asyncio
 import os
-from pathlib import Path
 import re
 import shlex
 import subprocess
@@ -11,28 +10,21 @@ import sys
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from tests import readme
 from tests.drift import CONSISTENT_ROWS, corrupt, seed, table
 from tests.factories import JWT_SECRET
-
-README = Path(__file__).parents[2] / "README.md"
-
-
-def readme_section(heading: str) -> str:
-    text = README.read_text()
-    start = text.index(f"\n{heading}\n")
-    return text[start : text.index("\n#", start + 1)]
 
 
 def block(pattern: str) -> str:
     """The first code block of the README's drift audit section that `pattern` matches."""
-    found = re.search(pattern, readme_section("### Drift audit"), re.DOTALL)
+    found = re.search(pattern, readme.section("### Drift audit"), re.DOTALL)
     assert found is not None, pattern
     return found.group(1)
 
 
 def examples() -> list[list[str]]:
     """The command lines of the section's sh block, without their comments."""
-    return [shlex.split(line, comments=True) for line in block(r"```sh\n(.*?)```").splitlines() if line.strip()]
+    return [shlex.split(line, comments=True) for line in readme.sh_lines("### Drift audit")]
 
 
 def audit(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:

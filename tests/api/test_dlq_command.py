@@ -3,7 +3,6 @@ consumer, and what the command says when it cannot run."""
 
 import asyncio
 from datetime import UTC, datetime
-from pathlib import Path
 import re
 import shlex
 import subprocess
@@ -12,33 +11,28 @@ import sys
 import pytest
 
 from consumers.consumer import EventConsumer
+from tests import readme
 from tests.factories import published
 from tests.kafka import consume_until, produce, produce_raw
 from tests.metrics import APPLIED, DEAD_LETTERED, Moved
 from tests.processes import environment
 
-README = Path(__file__).parents[2] / "README.md"
 # The README's topics, and its times (with or without seconds and a Z).
 README_TOPICS = ("commons.resource-events", "commons.user-events")
 TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d)?Z?"
 
 
-def section() -> str:
-    text = README.read_text()
-    start = text.index("\n### Dead letters\n")
-    return text[start : text.index("\n## ", start)]
+SECTION = "### Dead letters"
 
 
 def examples() -> list[str]:
     """The command lines of the section's sh block, without their comments."""
-    found = re.search(r"```sh\n(.*?)```", section(), re.DOTALL)
-    assert found is not None
-    return [shlex.join(shlex.split(line, comments=True)) for line in found.group(1).splitlines() if line.strip()]
+    return [shlex.join(shlex.split(line, comments=True)) for line in readme.sh_lines(SECTION)]
 
 
 def samples() -> dict[str, list[str]]:
     """The sample output of the section: each `$ command` line and the lines it printed."""
-    found = re.search(r"```\n(\$ .*?)```", section(), re.DOTALL)
+    found = re.search(r"```\n(\$ .*?)```", readme.section(SECTION), re.DOTALL)
     assert found is not None
     printed: dict[str, list[str]] = {}
     for line in found.group(1).splitlines():

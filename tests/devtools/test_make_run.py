@@ -18,16 +18,14 @@ import pytest
 from yarl import URL
 
 from devtools.tansu import free_port
+from tests import readme
 from tests.factories import JWT_SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
-README = ROOT / "README.md"
 
 
 def readme_curl_lines() -> list[str]:
-    examples = README.read_text().split("## Examples", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```sh\n(.*?)```", examples, re.S)
-    return [line for block in blocks for line in block.splitlines() if line.startswith("curl ")]
+    return [line for line in readme.sh_lines("## Examples") if line.startswith("curl ")]
 
 
 @contextmanager
@@ -90,8 +88,7 @@ def test_readme_has_examples_for_every_area():
 
 def readme_stream_line() -> str:
     """The `curl -N` line of the README's live updates section."""
-    section = README.read_text().split("\n## Live updates\n", 1)[1].split("\n## ", 1)[0]
-    [line] = [line for block in re.findall(r"```sh\n(.*?)```", section, re.S) for line in block.splitlines()]
+    [line] = readme.sh_lines("## Live updates")
     return line
 
 
