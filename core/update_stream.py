@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.db import Connection, Queryable
+from core.updates import UPDATE_DOCUMENT
 
 CHANGES_CHANNEL = "commons_users_update_changes"
 # The lock under which the trigger numbers a transaction's changes until it commits.
@@ -60,11 +61,10 @@ async def changes_after(conn: Connection, position: int, limit: int) -> list[Cha
 
 
 # The update of each (user, resource) pair, as the API shows it, or NULL.
-_DOCUMENTS = """
-SELECT p.user_id, p.resource_id, with_courses(r.update_head, a.courses) AS document
+_DOCUMENTS = f"""
+SELECT p.user_id, p.resource_id, ({UPDATE_DOCUMENT}) AS document
 FROM unnest($1::text[], $2::text[]) AS p(user_id, resource_id)
 LEFT JOIN available_updates a ON a.user_id = p.user_id AND a.resource_id = p.resource_id
-LEFT JOIN resources r ON r.id = a.resource_id
 """
 
 
@@ -87,15 +87,14 @@ async def replay(conn: Queryable, user_id: str, after: int, upto: int) -> list[E
         if oldest is None or oldest > after + 1:
             return None
     rows = await conn.fetch(
-        """
-        SELECT latest.position, latest.resource_id, with_courses(r.update_head, a.courses) AS document
+        f"""
+        SELECT latest.position, latest.resource_id, ({UPDATE_DOCUMENT}) AS document
         FROM (
             SELECT DISTINCT ON (resource_id) position, resource_id FROM update_changes
             WHERE position > $2 AND position <= $3 AND $1 = ANY (user_ids)
             ORDER BY resource_id, position DESC
         ) latest
         LEFT JOIN available_updates a ON a.user_id = $1 AND a.resource_id = latest.resource_id
-        LEFT JOIN resources r ON r.id = a.resource_id
         ORDER BY latest.position
         """,
         user_id,

@@ -111,14 +111,14 @@ async def refresh(conn: Connection, *, resources: Iterable[str] = (), pairs: Ite
 
 # An available update `a` as the API shows it (README: "Endpoints"), from the read model: the
 # document of its resource's latest version, with the pending courses kept with the update.
-_UPDATE_DOCUMENT = "SELECT with_courses(r.update_head, a.courses) FROM resources r WHERE r.id = a.resource_id"
+UPDATE_DOCUMENT = "SELECT with_courses(r.update_head, a.courses) FROM resources r WHERE r.id = a.resource_id"
 
 # A page of the session user's updates (core.sessions.for_session), newest version first, after
 # the keyset position ($2, $3): $4 rows, of which the last only tells whether there is a next
 # page, so its document is not read.
 PAGE_SQL = for_session(
     f"""
-    SELECT a.published_at, a.resource_id, a.n, CASE WHEN a.n < $4 THEN ({_UPDATE_DOCUMENT}) END AS document
+    SELECT a.published_at, a.resource_id, a.n, CASE WHEN a.n < $4 THEN ({UPDATE_DOCUMENT}) END AS document
     FROM (
         SELECT resource_id, published_at, courses,
                row_number() OVER (ORDER BY published_at DESC, resource_id DESC ROWS UNBOUNDED PRECEDING) AS n
@@ -134,7 +134,7 @@ PAGE_SQL = for_session(
 
 # The session user's update for the resource $2, if there is one.
 ONE_SQL = for_session(
-    f"SELECT ({_UPDATE_DOCUMENT}) AS document FROM available_updates a "
+    f"SELECT ({UPDATE_DOCUMENT}) AS document FROM available_updates a "
     "WHERE a.user_id = session.user_id AND a.resource_id = $2"
 )
 

@@ -41,10 +41,8 @@ BEGIN
         WHERE staged_by = pg_current_xact_id() AND position IS NULL
         RETURNING position
     )
-    SELECT max(position) INTO last_position FROM numbered;
-    IF last_position IS NOT NULL THEN
-        PERFORM pg_notify('commons_users_update_changes', last_position::text);
-    END IF;
+    SELECT max(position) INTO last_position FROM numbered;  -- the row that fired it is among them
+    PERFORM pg_notify('commons_users_update_changes', last_position::text);
     RETURN NULL;
 END
 $$;
