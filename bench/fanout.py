@@ -54,10 +54,10 @@ def version_event(number: int, resource: str = RESOURCE) -> dict[str, Any]:
     }
 
 
-# `importers` users hold version 1 of the resource in one course each; one of them has a session.
-_IMPORTERS = """
+# `$1` users `<$3>-n` hold version 1 of the resource $2 in one course each.
+IMPORTERS = """
 INSERT INTO imports (user_id, resource_id, course_id, course_name, version_id, version_number, imported_at)
-SELECT 'fan-' || n, $2, 'c-' || n, 'Course ' || n, $2 || '-v1', 1, timestamptz '2025-09-01' + n * interval '1 second'
+SELECT $3 || '-' || n, $2, 'c-' || n, 'Course ' || n, $2 || '-v1', 1, timestamptz '2025-09-01' + n * interval '1 second'
 FROM generate_series(1, $1::int) AS n
 """
 
@@ -70,7 +70,7 @@ async def prepare(database: str, importers: int, *, stale: bool) -> None:
         await connection.execute("ALTER TABLE imports SET (autovacuum_enabled = false)")
         await connection.execute("ALTER TABLE available_updates SET (autovacuum_enabled = false)")
         await connection.execute("ANALYZE")
-        await connection.execute(_IMPORTERS, importers, RESOURCE)
+        await connection.execute(IMPORTERS, importers, RESOURCE, "fan")
         await connection.execute(
             """
             INSERT INTO users (id, account_id, account_name, name, email, updated_at, event_id)

@@ -33,7 +33,7 @@ from yarl import URL
 
 from bench import harness
 from bench.dataset import SESSION_HASH_SQL, session_id
-from bench.fanout import version_event
+from bench.fanout import IMPORTERS, version_event
 from bench.memory import rss_kib
 from core import db, ingest
 from core.events import EVENT_ADAPTER
@@ -43,12 +43,6 @@ _OPENING_AT_ONCE = 100
 _SETTLE_SECONDS = 1.0
 _CPU_WINDOW_SECONDS = 3.0
 
-# `$1` users `<prefix>-n` hold version 1 of the resource $2 in a course each.
-_IMPORTERS = """
-INSERT INTO imports (user_id, resource_id, course_id, course_name, version_id, version_number, imported_at)
-SELECT $3 || '-' || n, $2, 'c-' || n, 'Course ' || n, $2 || '-v1', 1, timestamptz '2025-09-01' + n * interval '1 second'
-FROM generate_series(1, $1::int) AS n
-"""
 # The first `$1` watchers, each with a session (bench/dataset.py's ids).
 _WATCHERS = f"""
 WITH u AS (
@@ -78,8 +72,8 @@ async def prepare(database: str, importers: int, watchers: int) -> None:
         await publish(database, resource, 1)
     connection = await asyncpg.connect(database)
     try:
-        await connection.execute(_IMPORTERS, importers, WATCHED, "fan")
-        await connection.execute(_IMPORTERS, importers, UNWATCHED, "other")
+        await connection.execute(IMPORTERS, importers, WATCHED, "fan")
+        await connection.execute(IMPORTERS, importers, UNWATCHED, "other")
         await connection.execute(_WATCHERS, watchers)
         await connection.execute("VACUUM ANALYZE")
     finally:
@@ -186,10 +180,10 @@ async def measure(database: str, server: harness.Server, watchers: int) -> dict[
             at_rest = await probe(http, readyz, asyncio.sleep(_CPU_WINDOW_SECONDS))
             clock = CpuClock(server.pid)
             await asyncio.sleep(_CPU_WINDOW_SECONDS)
-            rest = CpuClock(server.pid, at_rest_per_second=clock.spent() / _CPU_WINDOW_SECONDS)
+            rest_per_second = clock.spent() / _CPU_WINDOW_SECONDS
 
             arrivals = [asyncio.ensure_future(stream.update_at()) for stream in streams]
-            clock = CpuClock(server.pid, rest.at_rest_per_second)
+            clock = CpuClock(server.pid, rest_per_second)
             await publish(database, WATCHED, 2)
             committed = time.perf_counter()
             during = await probe(http, readyz, asyncio.wait_for(asyncio.gather(*arrivals), 120), at_least=1)
@@ -197,7 +191,7 @@ async def measure(database: str, server: harness.Server, watchers: int) -> dict[
             await asyncio.sleep(_SETTLE_SECONDS)
             watched_cpu = clock.spent()
 
-            clock = CpuClock(server.pid, rest.at_rest_per_second)
+            clock = CpuClock(server.pid, rest_per_second)
             await publish(database, UNWATCHED, 2)
             await asyncio.sleep(_CPU_WINDOW_SECONDS)
             unwatched_cpu = clock.spent()
