@@ -204,8 +204,11 @@ class Hub:
 
     def _session_ended(self, conn: object, pid: object, channel: object, payload: object) -> None:
         with contextlib.suppress(ValueError, TypeError):
-            for stream in self._by_session.get(bytes.fromhex(str(payload)), ()):
-                stream.close("session ended")
+            self._close_session(bytes.fromhex(str(payload)))
+
+    def _close_session(self, id_hash: bytes) -> None:
+        for stream in self._by_session.get(id_hash, ()):
+            stream.close("session ended")
 
     async def _close_ended_sessions(self, conn: asyncpg.Connection) -> None:
         held = list(self._by_session)
@@ -218,8 +221,7 @@ class Hub:
             )
         }
         for id_hash in set(held) - live:
-            for stream in self._by_session.get(id_hash, ()):
-                stream.close("session ended")
+            self._close_session(id_hash)
 
 
 def _discard(index: defaultdict[Key, set[Stream]], key: Key, stream: Stream) -> None:
