@@ -10,7 +10,7 @@ PORT ?= 8080
 run: export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/commons_users
 run: export JWT_SECRET ?= local-development-secret-not-for-production
 
-.PHONY: run test test-long lint install bench bench-tools clean
+.PHONY: run test test-long lint install bench bench-tools edge-tools clean
 
 # The benchmarks' peers (bench/peers/README.md) live in a virtualenv of their own.
 PEERS := .venv-peers
@@ -34,6 +34,12 @@ bench-tools:
 	@command -v wrk >/dev/null && command -v pgbench >/dev/null || \
 		(apt-get update -qq && apt-get install -y -qq wrk postgresql-client >/dev/null)
 
+# nginx, the TLS proxy in front of the API in tests/deploy/test_as_deployed.py, from Debian's
+# packages when it is missing.
+edge-tools:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
+		(apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null)
+
 run: $(STAMP)
 	$(BIN)/python -m devtools.run --port $(PORT)
 
@@ -44,11 +50,11 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint bench-tools $(PEERS_STAMP)
+test: lint bench-tools edge-tools $(PEERS_STAMP)
 	$(BIN)/python -m pytest
 
 # The longer forms of the fault tests (docs/reliability.md); not part of `make test`.
-test-long: $(STAMP)
+test-long: $(STAMP) edge-tools
 	$(BIN)/python -m pytest -m long
 
 # Every benchmark beside its baselines; writes bench/RESULTS.md (bench/README.md).

@@ -34,6 +34,7 @@ from yarl import URL
 from core import db, ingest, sessions  # the package is installed in .venv (make)
 from core.events import EVENT_ADAPTER
 from service import ratelimit
+from service.redis_store import redis_client
 
 USER = "u-bench"
 JWT_SECRET = "bench-jwt-secret-" + "x" * 32
@@ -125,9 +126,10 @@ async def seed(database_url: str, resources: int) -> str:
 async def count_cost(redis_url: str, prefix: str, calls: int) -> dict[str, float]:
     """Microseconds per count, sequential calls in this process: the counters' own cost, free of
     the noise of a loaded machine."""
+    redis = redis_client(redis_url, 1.0)
     counters: dict[str, ratelimit.WindowCounter] = {
         "in-process": ratelimit.LocalCounter(3600),
-        "redis": ratelimit.RedisCounter(ratelimit.redis_client(redis_url, 1.0), 3600, 1.0),
+        "redis": ratelimit.RedisCounter(redis, 3600, 1.0),
     }
     costs = {}
     for name, counter in counters.items():
@@ -135,7 +137,7 @@ async def count_cost(redis_url: str, prefix: str, calls: int) -> dict[str, float
         for n in range(calls):
             assert await counter.hit(f"{prefix}cost:{n % 100}") is not None, "the store failed"
         costs[name] = (time.perf_counter() - started) / calls * 1e6
-        await counter.close()
+    await redis.aclose()
     return costs
 
 

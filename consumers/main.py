@@ -7,8 +7,6 @@ import contextlib
 import logging
 import signal
 
-import asyncpg
-
 from consumers.consumer import EventConsumer
 from consumers.health import serve_health
 from consumers.pipeline import ConsumerHalted
@@ -17,22 +15,6 @@ from core.observability import tune_garbage_collector
 from core.settings import Settings
 
 log = logging.getLogger("commons_users")
-
-
-# How often the changes behind the live update stream are pruned.
-PRUNE_INTERVAL_SECONDS = 60.0
-
-
-async def prune_update_changes(pool: asyncpg.Pool, retention_seconds: float, interval: float) -> None:
-    """Drop the changes older than UPDATE_STREAM_RETENTION_SECONDS now and then, until cancelled.
-    Every replica does; they only delete the same rows."""
-    while True:
-        try:
-            if pruned := await update_stream.prune(pool, retention_seconds):
-                log.info("pruned %d changes of the live update stream", pruned)
-        except Exception as exc:  # the database out of reach, say: the next turn tries again
-            log.warning("the changes of the live update stream were not pruned: %r", exc)
-        await asyncio.sleep(interval)
 
 
 async def consume(settings: Settings) -> int:
@@ -51,9 +33,7 @@ async def consume(settings: Settings) -> int:
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signal_number, stopping.set)
     health = await serve_health(consumer, settings)
-    pruning = asyncio.create_task(
-        prune_update_changes(pool, settings.update_stream_retention_seconds, PRUNE_INTERVAL_SECONDS)
-    )
+    pruning = asyncio.create_task(update_stream.prune_forever(pool, settings.update_stream_retention_seconds))
     try:
         await consumer.start()
         tune_garbage_collector()

@@ -97,12 +97,20 @@ async def create_pool(
     return pool
 
 
-async def connect(dsn: str, *, connect_timeout: float, application_name: str) -> asyncpg.Connection:
+async def connect(
+    dsn: str,
+    *,
+    connect_timeout: float,
+    application_name: str,
+    command_timeout: float | None = None,
+    server_settings: dict[str, str] | None = None,
+) -> asyncpg.Connection:
     """A connection of its own, outside any pool (one that listens for notifications, say)."""
     conn: asyncpg.Connection = await asyncpg.connect(
         dsn,
         timeout=connect_timeout,
-        server_settings={"timezone": "UTC", "application_name": application_name},
+        command_timeout=command_timeout,
+        server_settings={"timezone": "UTC", "application_name": application_name, **(server_settings or {})},
     )
     return conn
 

@@ -61,3 +61,15 @@ class TooManyRequests(Refused):
 class NotFound(Refused):
     status = HTTPStatus.NOT_FOUND
     slug = "not-found"
+
+
+class TooManyStreams(Refused):
+    status = HTTPStatus.TOO_MANY_REQUESTS
+    slug = "too-many-streams"
+
+
+class Unavailable(Refused):
+    """Not now, from this replica: another one, or this one a moment later, may serve it."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    slug = "unavailable"

@@ -44,8 +44,9 @@ async def apply_events(conn: Connection, events: Sequence[Event]) -> Applied:
     await updates.lock_resources(conn, touched)
     if deleted:
         await resources.delete_resources(conn, deleted)
+    republished: list[str] = []
     if published:
-        await resources.publish_versions(conn, published)
+        republished = await resources.publish_versions(conn, published)
     if imported:
         await imports.record_imports(conn, imported)
     fanned_out = 0
@@ -54,6 +55,7 @@ async def apply_events(conn: Connection, events: Sequence[Event]) -> Applied:
             conn,
             resources=[e.resource_id for e in published] + [e.resource_id for e in deleted],
             pairs=[(e.user_id, e.resource_id) for e in imported],
+            republished=republished,
         )
     if upserted:
         await users.upsert_users(conn, upserted)

@@ -51,10 +51,12 @@ def _version_row(event: ResourceVersionPublished) -> dict[str, object]:
     }
 
 
-async def publish_versions(conn: Connection, published: Sequence[ResourceVersionPublished]) -> None:
+async def publish_versions(conn: Connection, published: Sequence[ResourceVersionPublished]) -> list[str]:
     """Record the versions, and move each resource to its highest one. Versions of deleted
-    resources are dropped."""
-    await conn.execute(
+    resources are dropped. Returns the resources whose latest version was published again under
+    the same number (other notes, title or version id): their updates changed though no row of
+    them did."""
+    rows = await conn.fetch(
         """
         WITH incoming AS (
             SELECT DISTINCT ON (e.resource_id, e.version_number) e.*
@@ -76,24 +78,30 @@ async def publish_versions(conn: Connection, published: Sequence[ResourceVersion
                 published_at = EXCLUDED.published_at, update_date = EXCLUDED.update_date,
                 event_id = EXCLUDED.event_id
             WHERE resource_versions.event_id < EXCLUDED.event_id
+        ),
+        moved AS (
+            INSERT INTO resources (id, title, description, type, account_id, account_name, authors, tags, thumbnail,
+                                   create_date, update_date, version_id, version_number, version_notes, published_at,
+                                   event_id)
+            SELECT DISTINCT ON (resource_id)
+                   resource_id, title, description, type, account_id, account_name, authors,
+                   ARRAY(SELECT jsonb_array_elements_text(tags)), thumbnail, create_date, update_date,
+                   version_id, version_number, version_notes, published_at, event_id
+            FROM incoming
+            ORDER BY resource_id, version_number DESC, event_id DESC
+            ON CONFLICT (id) DO UPDATE SET
+                title = EXCLUDED.title, description = EXCLUDED.description, type = EXCLUDED.type,
+                account_id = EXCLUDED.account_id, account_name = EXCLUDED.account_name, authors = EXCLUDED.authors,
+                tags = EXCLUDED.tags, thumbnail = EXCLUDED.thumbnail, create_date = EXCLUDED.create_date,
+                update_date = EXCLUDED.update_date, version_id = EXCLUDED.version_id,
+                version_number = EXCLUDED.version_number, version_notes = EXCLUDED.version_notes,
+                published_at = EXCLUDED.published_at, event_id = EXCLUDED.event_id
+            WHERE (resources.version_number, resources.event_id) < (EXCLUDED.version_number, EXCLUDED.event_id)
+            RETURNING id, version_number
         )
-        INSERT INTO resources (id, title, description, type, account_id, account_name, authors, tags, thumbnail,
-                               create_date, update_date, version_id, version_number, version_notes, published_at,
-                               event_id)
-        SELECT DISTINCT ON (resource_id)
-               resource_id, title, description, type, account_id, account_name, authors,
-               ARRAY(SELECT jsonb_array_elements_text(tags)), thumbnail, create_date, update_date,
-               version_id, version_number, version_notes, published_at, event_id
-        FROM incoming
-        ORDER BY resource_id, version_number DESC, event_id DESC
-        ON CONFLICT (id) DO UPDATE SET
-            title = EXCLUDED.title, description = EXCLUDED.description, type = EXCLUDED.type,
-            account_id = EXCLUDED.account_id, account_name = EXCLUDED.account_name, authors = EXCLUDED.authors,
-            tags = EXCLUDED.tags, thumbnail = EXCLUDED.thumbnail, create_date = EXCLUDED.create_date,
-            update_date = EXCLUDED.update_date, version_id = EXCLUDED.version_id,
-            version_number = EXCLUDED.version_number, version_notes = EXCLUDED.version_notes,
-            published_at = EXCLUDED.published_at, event_id = EXCLUDED.event_id
-        WHERE (resources.version_number, resources.event_id) < (EXCLUDED.version_number, EXCLUDED.event_id)
+        -- The statement reads the rows as they were before it: the same number is a republication.
+        SELECT moved.id FROM moved JOIN resources r ON r.id = moved.id AND r.version_number = moved.version_number
         """,
         [_version_row(event) for event in published],
     )
+    return [row["id"] for row in rows]

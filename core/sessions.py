@@ -98,6 +98,14 @@ async def find_session(conn: Queryable, session_id: str) -> Session | None:
     )
 
 
+async def session_is_live(conn: Queryable, id_hash: bytes) -> bool:
+    """Whether the session with that hash exists and has not expired."""
+    live: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT FROM sessions WHERE id_hash = $1 AND expires_at > now())", id_hash
+    )
+    return live
+
+
 def for_session(statement: str, *, order_by: str | None = None) -> str:
     """`statement` and the session check in one statement, one round trip: $1 is the SHA-256 of
     the session id, and `statement` reads the session's user as `session.user_id`. No row when

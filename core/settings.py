@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 import hashlib
 import hmac
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Annotated, Literal
 
 from pydantic import Field, PostgresDsn, SecretStr, field_validator
@@ -18,6 +19,11 @@ class Settings(BaseSettings):
     database_url: SecretStr = Field(
         SecretStr("postgresql://postgres@127.0.0.1:5432/commons_users"),
         description="PostgreSQL connection URL (libpq form).",
+    )
+    database_listen_url: SecretStr | None = Field(
+        None,
+        description="Where an API replica's live update hub LISTENs: a session of its own on the primary, never "
+        "through a transaction-mode pooler. Unset: DATABASE_URL.",
     )
     kafka_bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated Kafka bootstrap servers.")
     jwt_secret: SecretStr = Field(
@@ -37,6 +43,16 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Comma-separated origins (scheme://host[:port]) allowed to POST/DELETE with a "
         "cookie session, besides the API's own origin.",
+    )
+    trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated addresses and CIDR networks of the proxies in front of the API (an ingress). "
+        "Only from these is the client's address, scheme and host taken from PROXY_HEADERS; empty: trust nobody.",
+    )
+    proxy_headers: Literal["x-forwarded", "forwarded"] = Field(
+        "x-forwarded",
+        description="The header the trusted proxies write: `x-forwarded` (X-Forwarded-For, -Proto, -Host) or "
+        "`forwarded` (RFC 7239). The other kind is ignored, since a proxy passes it on unchanged.",
     )
     kafka_resource_topic: str = Field("commons.resource-events", description="Topic of resource events.")
     kafka_user_topic: str = Field("commons.user-events", description="Topic of user events.")
@@ -115,7 +131,8 @@ class Settings(BaseSettings):
     update_stream_retention_seconds: float = Field(
         24 * 3600,
         gt=0,
-        description="How long the changes behind the live update stream are kept (the consumer prunes them): a "
+        description="How long the changes behind the live update stream are kept (every API replica and consumer "
+        "prunes them): a "
         "client that reconnects within it gets what it missed; one that was away longer is told to reload.",
     )
     update_stream_keepalive_seconds: float = Field(
@@ -127,6 +144,25 @@ class Settings(BaseSettings):
     update_stream_write_timeout_seconds: float = Field(
         10, gt=0, description="How long a write to an update stream may wait for the client to read before it closes."
     )
+    update_stream_max_per_user: int = Field(
+        10,
+        ge=1,
+        description="Live update streams a user may hold at once, on all replicas together when REDIS_URL is set "
+        "(else on each); one more is refused 429.",
+    )
+    update_stream_max_streams: int = Field(
+        10_000, ge=1, description="Live update streams an API replica holds at most; one more is refused 503."
+    )
+    update_stream_listen_check_seconds: float = Field(
+        5,
+        gt=0,
+        description="An API replica's listening connection is checked by a read this often when idle, and every "
+        "read on it must answer within this: a connection lost silently is noticed within twice this. Also how "
+        "long a reconnection whose Last-Event-ID is ahead of the replica waits for it to catch up.",
+    )
+    update_stream_key_prefix: str = Field(
+        "commons-users:update-streams:", description="Prefix of the Redis keys that count each user's streams."
+    )
 
     @field_validator("allowed_origins", mode="before")
     @classmethod
@@ -135,10 +171,21 @@ class Settings(BaseSettings):
             return [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("database_url")
+    @field_validator("trusted_proxies", mode="before")
     @classmethod
-    def _valid_dsn(cls, value: SecretStr) -> SecretStr:
-        PostgresDsn(value.get_secret_value())
+    def _split_networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return [ip_network(item.strip(), strict=False) for item in value.split(",") if item.strip()]
+            except ValueError as exc:
+                raise ValueError(f"not an address or CIDR network: {exc}") from None
+        return value
+
+    @field_validator("database_url", "database_listen_url")
+    @classmethod
+    def _valid_dsn(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            PostgresDsn(value.get_secret_value())
         return value
 
     @cached_property
@@ -149,6 +196,10 @@ class Settings(BaseSettings):
     @property
     def database_url_for_logs(self) -> str:
         return redact_dsn(self.database_url.get_secret_value())
+
+    @property
+    def listen_dsn(self) -> str:
+        return (self.database_listen_url or self.database_url).get_secret_value()
 
 
 def redact_dsn(dsn: str) -> str:

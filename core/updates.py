@@ -47,10 +47,19 @@ WHERE {scope}
 GROUP BY i.user_id, i.resource_id, r.version_number, r.published_at
 """
 
+# Users a change of the live update stream names at most: a larger change is staged in chunks,
+# so that an API replica reads a bounded number of users at a time (README: "Live updates").
+CHANGE_CHUNK_USERS = 10_000
+
 # Recompute the rule for every importer of the resources in $1 and for the (user, resource) pairs
 # in $2, then write what changed: upsert the pairs with a pending course, delete the others; and
-# stage, per resource, the users whose update changed, for the live update stream (numbered when
-# the transaction commits: sql/migrations/20261128180000_update_stream.sql).
+# stage, per resource and chunk of users, the users whose update changed, for the live update
+# stream (numbered when the transaction commits: sql/migrations/20261128180000_update_stream.sql).
+# Each update written remembers the change that names its user (this transaction, and the chunk),
+# and so does the tombstone of each update removed: a reconnection's replay reads the user's own
+# rows, never the changes (core/update_stream.py). The updates of the resources in $3 (a version
+# published again under the same number) are written and staged even if their rows are the same,
+# since their documents changed.
 #
 # Every step is a nested loop over the scope by construction: a lateral subquery that aggregates
 # cannot be flattened into a join, so whatever the statistics say, each resource's importers are
@@ -59,18 +68,22 @@ GROUP BY i.user_id, i.resource_id, r.version_number, r.published_at
 # key (ON CONFLICT), and one that would not change is not written. A pair whose resource is in
 # $1 is left to the first branch, so that no pair is computed twice and the upsert needs no sort
 # to take one row per key; a pair without imports is computed as one with no pending course, so
-# that an update left without imports is removed (the drift audit's repair). The cost is linear
-# in the pairs (README: "Data model").
+# that an update left without imports is removed (the drift audit's repair). Chunks are counted
+# as the rows come, and the removed rows in chunks of their own (negative), so that no step joins
+# rows by a guess of how many there are. The cost is linear in the pairs (README: "Data model").
 _REFRESH = f"""
 WITH computed AS MATERIALIZED (
-    SELECT c.* FROM unnest($1::text[]) AS scope(resource_id)
-    CROSS JOIN LATERAL ({COMPUTE.format(scope="i.resource_id = scope.resource_id")}) c
-    UNION ALL
-    SELECT scope.user_id, scope.resource_id, c.version_number, c.published_at, c.courses
-    FROM jsonb_to_recordset($2::jsonb) AS scope(user_id text, resource_id text)
-    LEFT JOIN LATERAL ({COMPUTE.format(scope="i.user_id = scope.user_id AND i.resource_id = scope.resource_id")}) c
-        ON true
-    WHERE scope.resource_id <> ALL ($1::text[])
+    SELECT c.*, (row_number() OVER () - 1) / {CHANGE_CHUNK_USERS} AS chunk
+    FROM (
+        SELECT c.* FROM unnest($1::text[]) AS scope(resource_id)
+        CROSS JOIN LATERAL ({COMPUTE.format(scope="i.resource_id = scope.resource_id")}) c
+        UNION ALL
+        SELECT scope.user_id, scope.resource_id, c.version_number, c.published_at, c.courses
+        FROM jsonb_to_recordset($2::jsonb) AS scope(user_id text, resource_id text)
+        LEFT JOIN LATERAL ({COMPUTE.format(scope="i.user_id = scope.user_id AND i.resource_id = scope.resource_id")}) c
+            ON true
+        WHERE scope.resource_id <> ALL ($1::text[])
+    ) c
 ),
 removed AS (
     DELETE FROM available_updates
@@ -83,29 +96,53 @@ removed AS (
         WHERE c.courses IS NULL))
     RETURNING user_id, resource_id
 ),
-upserted AS (
-    INSERT INTO available_updates (user_id, resource_id, version_number, published_at, courses)
-    SELECT user_id, resource_id, version_number, published_at, courses FROM computed WHERE courses IS NOT NULL
+removed_in_chunks AS (
+    SELECT user_id, resource_id, -1 - (row_number() OVER () - 1) / {CHANGE_CHUNK_USERS} AS chunk FROM removed
+),
+tombstones AS (
+    INSERT INTO removed_updates (user_id, resource_id, removed_by, change_chunk)
+    SELECT user_id, resource_id, pg_current_xact_id(), chunk FROM removed_in_chunks
     ON CONFLICT (user_id, resource_id) DO UPDATE SET
-        version_number = EXCLUDED.version_number, published_at = EXCLUDED.published_at, courses = EXCLUDED.courses
+        removed_by = EXCLUDED.removed_by, change_chunk = EXCLUDED.change_chunk, removed_at = EXCLUDED.removed_at
+),
+upserted AS (
+    INSERT INTO available_updates
+        (user_id, resource_id, version_number, published_at, courses, changed_by, change_chunk)
+    SELECT user_id, resource_id, version_number, published_at, courses, pg_current_xact_id(), chunk
+    FROM computed WHERE courses IS NOT NULL
+    ON CONFLICT (user_id, resource_id) DO UPDATE SET
+        version_number = EXCLUDED.version_number, published_at = EXCLUDED.published_at, courses = EXCLUDED.courses,
+        changed_by = EXCLUDED.changed_by, change_chunk = EXCLUDED.change_chunk
     WHERE (available_updates.version_number, available_updates.published_at, available_updates.courses::text)
           IS DISTINCT FROM (EXCLUDED.version_number, EXCLUDED.published_at, EXCLUDED.courses::text)
-    RETURNING user_id, resource_id
+       OR available_updates.resource_id = ANY ($3::text[])
+    RETURNING user_id, resource_id, change_chunk AS chunk
 ),
+changed AS (TABLE removed_in_chunks UNION ALL TABLE upserted),
 staged AS (
-    INSERT INTO update_changes (resource_id, user_ids)
-    SELECT resource_id, array_agg(user_id) FROM (TABLE removed UNION ALL TABLE upserted) changed GROUP BY resource_id
-    RETURNING cardinality(user_ids) AS users
+    INSERT INTO update_changes (resource_id, chunk, user_ids, user_count)
+    SELECT resource_id, chunk, array_agg(user_id), count(*) FROM changed GROUP BY resource_id, chunk
+    -- The same transaction refreshed the resource before (the consumer's event-by-event path).
+    ON CONFLICT (staged_by, resource_id, chunk) DO UPDATE SET
+        user_ids = ARRAY(SELECT DISTINCT unnest(update_changes.user_ids || EXCLUDED.user_ids)),
+        user_count = (SELECT count(DISTINCT u) FROM unnest(update_changes.user_ids || EXCLUDED.user_ids) u)
 )
-SELECT coalesce(sum(users), 0)::bigint FROM staged
+SELECT count(*) FROM changed
 """
 
 
-async def refresh(conn: Connection, *, resources: Iterable[str] = (), pairs: Iterable[tuple[str, str]] = ()) -> int:
+async def refresh(
+    conn: Connection,
+    *,
+    resources: Iterable[str] = (),
+    pairs: Iterable[tuple[str, str]] = (),
+    republished: Iterable[str] = (),
+) -> int:
     """Bring the table in line with the rule for every importer of `resources` (the fan-out of a
-    new version or a deletion) and for the (user, resource) `pairs`. Returns the rows changed."""
+    new version or a deletion) and for the (user, resource) `pairs`; the updates of `republished`
+    resources (among `resources`) count as changed. Returns the rows changed."""
     scope_pairs = [{"user_id": user_id, "resource_id": resource_id} for user_id, resource_id in sorted(set(pairs))]
-    changed: int = await conn.fetchval(_REFRESH, sorted(set(resources)), scope_pairs)
+    changed: int = await conn.fetchval(_REFRESH, sorted(set(resources)), scope_pairs, sorted(set(republished)))
     return changed
 
 

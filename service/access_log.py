@@ -15,6 +15,7 @@ from yarl import URL
 
 from service.auth import SESSION_COOKIE, SESSION_HEADER, SESSION_QUERY, STATE_QUERY, presented_in_body
 from service.observability import REQUEST_ID_HEADER
+from service.proxies import client
 
 REDACTED = "REDACTED"
 _SECRET_QUERY = (SESSION_QUERY, STATE_QUERY)
@@ -63,7 +64,7 @@ class AccessLogger(AbstractAccessLogger):
             return
         self.logger.info(
             '%s "%s %s" %s %s %.1fms',
-            request.remote,
+            client(request).address,
             request.method,
             redacted_target(request),
             response.status,

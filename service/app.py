@@ -18,7 +18,9 @@ from service.handlers import resources, sessions, update_stream, updates, users
 from service.keys import CURSORS, POOL, SETTINGS
 from service.openapi import build_document
 from service.problems import problem_middleware
-from service.update_stream import close_streams, update_stream_hub
+from service.proxies import client_middleware
+from service.redis_store import shared_redis
+from service.update_stream import HUB, close_streams, update_stream_hub
 
 OPENAPI = web.AppKey("openapi", dict)
 
@@ -50,10 +52,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 @public
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: the database answers."""
+    """Readiness: the database answers, and the live update hub follows the changes (a new stream
+    should go to a replica that can serve it)."""
     settings = request.app[SETTINGS]
-    ready = await observability.database_answers(request.app[POOL], settings.readiness_timeout_seconds)
-    return health_response(ready, "database reachable" if ready else "database unreachable")
+    if not await observability.database_answers(request.app[POOL], settings.readiness_timeout_seconds):
+        return health_response(False, "database unreachable")
+    if not request.app[HUB].listening:
+        return health_response(False, "not following the changes for live updates")
+    return health_response(True, "database reachable, following the changes")
 
 
 @public
@@ -88,6 +94,7 @@ def create_app(settings: Settings) -> web.Application:
     keep_request_bytes_out_of_server_errors()
     app = web.Application(
         middlewares=[
+            client_middleware,
             observability.request_id_middleware,
             observability.metrics_middleware,
             problem_middleware,
@@ -101,6 +108,7 @@ def create_app(settings: Settings) -> web.Application:
     add_routes(app.router)
     app[OPENAPI] = build_document(app, title="Commons Users API", version=version("commons-users"))
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(shared_redis)
     app.cleanup_ctx.append(ratelimit.rate_limiter)
     app.cleanup_ctx.append(update_stream_hub)
     app.on_shutdown.append(close_streams)

@@ -15,6 +15,7 @@ from core import jsontext
 from core.errors import Forbidden, Unauthenticated
 from core.sessions import Session, find_session, hash_session_id
 from service.keys import POOL, SESSION, SETTINGS
+from service.proxies import client
 
 # Where a session id may come from, in the order they are read (README: "Authentication and sessions").
 SESSION_COOKIE = "session"
@@ -99,8 +100,9 @@ async def presented_session_id(request: web.Request) -> tuple[str | None, bool]:
 
 
 def check_origin(request: web.Request) -> None:
-    """CSRF defence for cookie sessions: the request must come from an allowed origin."""
-    allowed = {*request.app[SETTINGS].allowed_origins, f"{request.scheme}://{request.host}"}
+    """CSRF defence for cookie sessions: the request must come from an allowed origin, or from the
+    origin the client sent it to (behind a trusted proxy, the one the proxy names)."""
+    allowed = {*request.app[SETTINGS].allowed_origins, client(request).origin}
     origin = request.headers.get("Origin")
     if origin is None and (referer := request.headers.get("Referer")):
         try:

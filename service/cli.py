@@ -58,6 +58,9 @@ def api(args: argparse.Namespace, settings: Settings) -> None:
         port=args.port,
         access_log_class=AccessLogger,
         shutdown_timeout=settings.shutdown_grace_seconds,
+        # A client that goes away cancels its handler: a live update stream ends at once, rather
+        # than at its next write, and no longer counts against its user's cap.
+        handler_cancellation=True,
         print=None,
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -17,6 +18,8 @@ from core.observability import request_id
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-ID"
+# The status recorded for a request whose client went away before its answer (as nginx logs it).
+CLIENT_CLOSED = 499
 # A caller's request id is kept only if it cannot forge log content.
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -53,6 +56,9 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         response = await handler(request)
         status = response.status
         return response
+    except asyncio.CancelledError:
+        status = CLIENT_CLOSED  # the client went away: no answer, and no server error
+        raise
     finally:
         HTTP_DURATION.labels(request.method, route).observe(time.perf_counter() - started)
         HTTP_REQUESTS.labels(request.method, route, str(status)).inc()

@@ -60,6 +60,8 @@ class Operation:
     body: type[BaseModel] | None = None
     body_required: bool = True
     errors: tuple[int, ...] = ()
+    # What an error status means on this operation, where it says more than the usual text.
+    error_notes: dict[int, str] = field(default_factory=dict)
     deprecated: bool = False
     description: str = ""
     response_headers: dict[str, str] = field(default_factory=dict)
@@ -174,7 +176,7 @@ def _responses(op: Operation, *, public: bool, rate_limited: bool) -> dict[str, 
     error_statuses.add(503)  # every operation reads the database, if only to find the session
     for status in sorted(error_statuses):
         responses[str(status)] = {
-            "description": _ERROR_DESCRIPTIONS.get(status, HTTPStatus(status).phrase),
+            "description": op.error_notes.get(status) or _ERROR_DESCRIPTIONS.get(status, HTTPStatus(status).phrase),
             **_content(Problem, "application/problem+json"),
         }
     if rate_limited:

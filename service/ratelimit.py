@@ -4,7 +4,6 @@ process. A failing or slow Redis never stops the API: requests are then served u
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 import logging
@@ -16,13 +15,12 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import Counter
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from core.errors import TooManyRequests
-from core.settings import redact_dsn
 from service.auth import checked_in_statement, needs_session
 from service.keys import SESSION, SETTINGS
+from service.proxies import client
+from service.redis_store import REDIS, FailOpen
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +29,6 @@ POLICY_NAME = "hourly"
 # Public routes counted per client address (no user is known there). Other public routes are
 # probes, metrics and the OpenAPI document: answered from memory, cheaper than counting them.
 BY_ADDRESS = frozenset({("POST", "/api/sessions")})
-# After Redis fails, requests skip it this long, so that a hanging Redis delays few requests.
-RETRY_STORE_AFTER_SECONDS = 1.0
-# At most one warning this often while Redis fails; the metric counts every failure.
-WARN_EVERY_SECONDS = 60.0
-
 STORE_ERRORS = Counter(
     "commons_users_rate_limit_store_errors_total",
     "Calls to the rate limit store (Redis) that failed or timed out; their requests were served uncounted.",
@@ -54,8 +47,6 @@ class Hit:
 class WindowCounter(Protocol):
     async def hit(self, key: str) -> Hit | None:
         """Count a request under `key`; None when the count is unknown (the store failed)."""
-
-    async def close(self) -> None: ...
 
 
 class LocalCounter:
@@ -78,9 +69,6 @@ class LocalCounter:
         self._windows[key] = (count + 1, end)
         return Hit(count + 1, end - now)
 
-    async def close(self) -> None:
-        self._windows.clear()
-
 
 # One script, so the increment and the window's expiry are atomic: no replica ever sees a counter
 # without an expiry (one that would never reset). A key without one (-1) gets it, whatever the cause.
@@ -96,50 +84,20 @@ return {count, ttl}
 
 
 class RedisCounter:
-    """Windows kept in Redis, shared by every replica. Each call is bounded by `timeout`; a failure
-    answers None (fail open), is counted, warned about at most once a minute, and makes the next
-    requests skip Redis for a second."""
+    """Windows kept in Redis, shared by every replica; a count that Redis fails to give is None
+    (service/redis_store.py)."""
 
     def __init__(self, client: Redis, window_seconds: int, timeout: float) -> None:
-        self._client = client
         self._script = client.register_script(_HIT_SCRIPT)
         self._window_ms = window_seconds * 1000
-        self._timeout = timeout
-        self._skip_until = 0.0
-        self._warned_at = -math.inf
-        self._unwarned_failures = 0
+        self._store = FailOpen(timeout, STORE_ERRORS, "rate limit", "serving requests uncounted")
 
     async def hit(self, key: str) -> Hit | None:
-        if time.monotonic() < self._skip_until:
+        answer = await self._store.call(lambda: self._script(keys=[key], args=[self._window_ms]))
+        if answer is None:
             return None
-        try:
-            async with asyncio.timeout(self._timeout):
-                count, ttl_ms = await self._script(keys=[key], args=[self._window_ms])
-            return Hit(int(count), int(ttl_ms) / 1000)
-        except Exception as exc:  # whatever goes wrong with the store, the request is served (README)
-            self._failed(exc)
-            return None
-
-    def _failed(self, exc: Exception) -> None:
-        STORE_ERRORS.inc()
-        now = time.monotonic()
-        self._skip_until = now + RETRY_STORE_AFTER_SECONDS
-        self._unwarned_failures += 1
-        if now - self._warned_at >= WARN_EVERY_SECONDS:
-            log.warning(
-                "rate limit store failed (%s); serving requests uncounted (%d failures since the last warning)",
-                f"no answer within {self._timeout} s" if isinstance(exc, TimeoutError) else repr(exc),
-                self._unwarned_failures,
-            )
-            self._warned_at, self._unwarned_failures = now, 0
-
-    async def close(self) -> None:
-        await self._client.aclose()
-
-
-def redis_client(url: str, timeout: float) -> Redis:
-    # No retries: redis-py's default retries with backoff would outlast any short timeout.
-    return Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
+        count, ttl_ms = answer
+        return Hit(int(count), int(ttl_ms) / 1000)
 
 
 @dataclass(frozen=True)
@@ -168,18 +126,13 @@ async def rate_limiter(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     counter: WindowCounter
-    if settings.redis_url is None:
+    if (redis := app.get(REDIS)) is None:
         counter, where = LocalCounter(WINDOW_SECONDS), "in this process (per replica)"
     else:
-        url = settings.redis_url.get_secret_value()
-        client = redis_client(url, settings.redis_timeout_seconds)
-        counter, where = RedisCounter(client, WINDOW_SECONDS, settings.redis_timeout_seconds), redact_dsn(url)
+        counter, where = RedisCounter(redis, WINDOW_SECONDS, settings.redis_timeout_seconds), "in Redis"
     log.info("rate limit: %d requests an hour, counted %s", settings.rate_limit_per_hour, where)
     app[RATE_LIMITER] = RateLimiter(counter, settings.rate_limit_per_hour, settings.rate_limit_key_prefix)
-    try:
-        yield
-    finally:
-        await counter.close()
+    yield
 
 
 def identity(request: web.Request) -> str | None:
@@ -189,7 +142,7 @@ def identity(request: web.Request) -> str | None:
         return None if checked_in_statement(request) else "user:" + request[SESSION].user_id
     resource = request.match_info.route.resource  # None for a request that matches no route
     if resource is not None and (request.method, resource.canonical) in BY_ADDRESS:
-        return "address:" + (request.remote or "unknown")
+        return "address:" + client(request).address
     return None
 
 

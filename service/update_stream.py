@@ -1,7 +1,14 @@
-"""The live update stream's side of an API replica: one PostgreSQL connection listens for changes
-and ended sessions, reads each change once, and hands its events to the streams of the users it
-names that this replica holds (README: "Live updates"). Nothing is read per client but its
-replay: a change that names nobody connected here costs a set lookup per user it names."""
+"""The live update stream's side of an API replica (README: "Live updates"): the hub. One
+PostgreSQL connection listens for changes and ended sessions; the hub reads each change once, a
+bounded number of users at a time, and hands its events to the streams of the users it names that
+this replica holds. Nothing is read per client but its replay: a change that names nobody
+connected here costs a set lookup per user it names.
+
+The hub is current or says it is not: its connection is checked by a read whenever it has been
+idle for UPDATE_STREAM_LISTEN_CHECK_SECONDS, every read on it must answer within as long, and TCP
+keepalives watch the socket. A connection lost, even silently, is replaced, and the hub goes on
+from the last position it handed over; meanwhile `/readyz` fails, so that new streams go to a
+replica that can serve them."""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ from collections.abc import AsyncIterator
 import contextlib
 import json
 import logging
+import socket
 from typing import TypeVar
 
 from aiohttp import web
@@ -18,29 +26,42 @@ import asyncpg
 from prometheus_client import Counter, Gauge
 
 from core import db, update_stream
+from core.errors import TooManyStreams, Unavailable
 from core.sessions import SESSION_ENDED_CHANNEL, Session
 from core.settings import Settings
 from core.update_stream import Event
-from service.keys import SETTINGS
+from service.keys import POOL, SETTINGS
+from service.redis_store import REDIS
+from service.stream_counts import StreamCounts
 
 log = logging.getLogger(__name__)
 
 Key = TypeVar("Key")
 
 OPEN_STREAMS = Gauge("commons_users_update_streams", "Live update streams this replica holds.")
+LISTENING = Gauge(
+    "commons_users_update_stream_listening", "1 while this replica's hub listens for changes and is current, else 0."
+)
 STREAM_EVENTS = Counter("commons_users_update_stream_events_total", "Events handed to live update streams.")
 CLOSED_STREAMS = Counter(
     "commons_users_update_streams_closed_total", "Live update streams the server closed, by reason.", ["reason"]
 )
+REFUSED_STREAMS = Counter("commons_users_update_streams_refused_total", "Live update streams refused, by cap.", ["cap"])
 
-# Why the server closes a stream; a stream closed as too slow is cut off without a word.
-CLOSE_REASONS = ("session ended", "session expired", "server shutting down", "reconnect", "too slow")
-# Changes read at a time: a change may name many users (a new version's importers).
-_CHANGES_PER_READ = 100
+# Why the server closes a stream, as its `closed` event says.
+CLOSE_REASONS = ("session ended", "session expired", "server shutting down", "reconnect")
+# A stream that its client does not read fast enough is cut off without a word.
+TOO_SLOW = "too slow"
+# Users a read of changes carries at most (beyond its first change).
+_USERS_PER_READ = 10_000
 # Streams woken at a time: each writes its event before the next ones are woken.
 _PUSHES_PER_TURN = 200
 # How long to wait before listening again after the connection was lost.
 _RECONNECT_SECONDS = 1.0
+# Retry-After of a stream refused: past the user's cap (a stream of theirs must end first), and
+# from a full replica (a retry may reach another one).
+USER_CAP_RETRY_SECONDS = 30
+FULL_REPLICA_RETRY_SECONDS = 1
 
 
 def event_text(event: Event) -> bytes:
@@ -58,6 +79,14 @@ def frame(name: str, data: str, position: int | None = None) -> bytes:
     return ("\n".join(lines) + "\n\n").encode()
 
 
+def gap_text(detail: str) -> bytes:
+    return frame("gap", json.dumps({"detail": detail}))
+
+
+def ready_text(position: int) -> bytes:
+    return frame("ready", "{}", position)
+
+
 class Stream:
     """One client's stream: the events waiting to be written (at most `limit`: one more closes the
     stream rather than keep it), and why it was closed."""
@@ -73,7 +102,7 @@ class Stream:
         if self.closed is not None:
             return
         if len(self.pending) >= self._limit:
-            self.close("too slow")
+            self.close(TOO_SLOW)
             return
         self.pending.append(text)
         self.wake.set()
@@ -85,29 +114,99 @@ class Stream:
             self.wake.set()
 
 
+def _keep_alive(conn: asyncpg.Connection, seconds: float) -> None:
+    """TCP keepalives on the connection's socket, and a bound on unacknowledged writes: the kernel
+    drops a connection whose peer vanished even while no read is under way."""
+    sock = conn._transport.get_extra_info("socket")  # type: ignore[attr-defined]  # asyncpg offers no public way
+    if sock is None:  # a Unix socket: no peer to lose
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    idle = max(int(seconds), 1)
+    for option, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", idle), ("TCP_KEEPCNT", 2)):
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+    if hasattr(socket, "TCP_USER_TIMEOUT"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(seconds * 2000))
+
+
 class Hub:
     """The streams this replica holds, by user and by session, and the position up to which their
     events have been handed over."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, counts: StreamCounts) -> None:
         self._settings = settings
+        self._counts = counts
         self._by_user: defaultdict[str, set[Stream]] = defaultdict(set)
         self._by_session: defaultdict[bytes, set[Stream]] = defaultdict(set)
+        self._streams = 0
         self._position: int | None = None
         self._changed = asyncio.Event()
-        self._ready = asyncio.Event()
+        self._listening = asyncio.Event()
+        self._advanced = asyncio.Condition()
 
-    async def listening(self) -> None:
-        """Wait until the replica listens (at start, or after the connection was lost)."""
-        await self._ready.wait()
+    @property
+    def listening(self) -> bool:
+        """Whether the hub listens and its connection answered within the check's bound."""
+        return self._listening.is_set()
+
+    @property
+    def position(self) -> int:
+        """The position up to which every change has been handed over: a stream registered now
+        gets the later ones, and replays those up to it."""
+        assert self._position is not None, "not listening yet"
+        return self._position
+
+    @contextlib.asynccontextmanager
+    async def admitted(self, session: Session) -> AsyncIterator[Stream]:
+        """A stream for the session, within the caps; Unavailable (503) from a replica that is full
+        or does not listen, TooManyStreams (429) past the user's cap."""
+        settings = self._settings
+        if self._streams >= settings.update_stream_max_streams:
+            REFUSED_STREAMS.labels("replica").inc()
+            raise Unavailable(
+                f"This replica holds the most live update streams it may ({settings.update_stream_max_streams}).",
+                headers={"Retry-After": str(FULL_REPLICA_RETRY_SECONDS)},
+            )
+        if not await self.listening_within(settings.update_stream_listen_check_seconds):
+            raise Unavailable("This replica does not follow the changes at the moment.", headers={"Retry-After": "1"})
+        entry = await self._counts.take(session.user_id)
+        if entry is None:
+            REFUSED_STREAMS.labels("user").inc()
+            raise TooManyStreams(
+                f"You hold the most live update streams allowed at once ({settings.update_stream_max_per_user}); "
+                "close one first.",
+                headers={"Retry-After": str(USER_CAP_RETRY_SECONDS)},
+            )
+        self._streams += 1
+        try:
+            yield Stream(session, settings.update_stream_max_pending_events)
+        finally:
+            self._streams -= 1
+            await self._counts.give_back(session.user_id, entry)
+
+    async def listening_within(self, seconds: float) -> bool:
+        """Whether the hub listens, or does within `seconds`."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._listening.wait()
+        return self.listening
+
+    async def caught_up(self, position: int, within: float) -> bool:
+        """Wait until every change up to `position` has been handed over; False if that takes
+        longer than `within` seconds."""
+        self._changed.set()  # read now, rather than when the notification comes
+        async with self._advanced:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(within):
+                    await self._advanced.wait_for(lambda: self._position is not None and self._position >= position)
+            return self._position is not None and self._position >= position
 
     def register(self, stream: Stream) -> int:
         """Hand `stream` the events after the returned position; those up to it are its replay."""
-        assert self._position is not None
         self._by_user[stream.session.user_id].add(stream)
         self._by_session[stream.session.id_hash].add(stream)
         OPEN_STREAMS.inc()
-        return self._position
+        return self.position
 
     def unregister(self, stream: Stream) -> None:
         _discard(self._by_user, stream.session.user_id, stream)
@@ -127,25 +226,38 @@ class Hub:
                 await self._listen()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the database out of reach, or the connection cut
+            except Exception as exc:  # the database out of reach, the connection cut or silent
                 log.warning("update stream: not listening (%r); again in %s s", exc, _RECONNECT_SECONDS)
             finally:
-                self._ready.clear()
+                self._listening.clear()
+                LISTENING.set(0)
             await asyncio.sleep(_RECONNECT_SECONDS)
 
     async def _listen(self) -> None:
         settings = self._settings
+        check = settings.update_stream_listen_check_seconds
+        keepalive = str(max(int(check), 1))
         conn = await db.connect(
-            settings.database_url.get_secret_value(),
+            settings.listen_dsn,
             connect_timeout=settings.db_timeout_seconds,
+            command_timeout=check,
             application_name="commons-users-api-stream",
+            # The server drops the session of a replica that vanished, too: otherwise its backend
+            # would hold back the queue of notifications that every listener shares.
+            server_settings={
+                "tcp_keepalives_idle": keepalive,
+                "tcp_keepalives_interval": keepalive,
+                "tcp_keepalives_count": "2",
+                "tcp_user_timeout": str(int(check * 2000)),
+            },
         )
         try:
-            await self._follow(conn)
+            _keep_alive(conn, check)
+            await self._follow(conn, check)
         finally:
             conn.terminate()
 
-    async def _follow(self, conn: asyncpg.Connection) -> None:
+    async def _follow(self, conn: asyncpg.Connection, check: float) -> None:
         lost = asyncio.Event()
 
         def terminated(conn: object) -> None:
@@ -155,23 +267,41 @@ class Hub:
         conn.add_termination_listener(terminated)
         await conn.add_listener(update_stream.CHANGES_CHANNEL, lambda *_: self._changed.set())
         await conn.add_listener(SESSION_ENDED_CHANNEL, self._session_ended)
-        if self._position is None:
-            self._position = await update_stream.current_position(conn)
-        else:  # sessions may have ended while nobody listened
-            await self._close_ended_sessions(conn)
-        self._ready.set()
+        await self._resume(conn)
+        self._listening.set()
+        LISTENING.set(1)
         self._changed.set()  # and changes committed meanwhile are read now
         while not lost.is_set():
-            await self._changed.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(check):
+                    await self._changed.wait()
+            # A notification, or a while without one: either way a read, which also shows that the
+            # connection still answers (a silent one fails it, by the command timeout).
             self._changed.clear()
             while not lost.is_set() and await self._hand_over(conn):
                 pass
         raise ConnectionError("the listening connection was lost")
 
+    async def _resume(self, conn: asyncpg.Connection) -> None:
+        """Where to go on from, once (again) listening."""
+        position = await update_stream.current_position(conn)
+        if self._position is None:
+            self._position = position
+            return
+        if position < self._position:
+            # The database went back (restored from a backup): the positions handed over since are
+            # gone, and will be given to other changes.
+            log.warning("update stream: positions went back from %d to %d", self._position, position)
+            for streams in self._by_user.values():
+                for stream in streams:
+                    stream.push(gap_text("The server's changes went back: reload the list."))
+                    stream.push(ready_text(position))
+            self._position = position
+        await self._close_ended_sessions(conn)  # sessions may have ended while nobody listened
+
     async def _hand_over(self, conn: asyncpg.Connection) -> bool:
         """Hand over the next changes; False when there were none."""
-        assert self._position is not None
-        changes = await update_stream.changes_after(conn, self._position, _CHANGES_PER_READ)
+        changes = await update_stream.changes_after(conn, self.position, _USERS_PER_READ)
         if not changes:
             return False
         held = self._by_user
@@ -180,6 +310,8 @@ class Hub:
             (change, [(user, list(held[user])) for user in change.user_ids if user in held]) for change in changes
         ]
         self._position = changes[-1].position
+        async with self._advanced:
+            self._advanced.notify_all()
         pairs = [(user, change.resource_id) for change, users in targets for user, _ in users]
         try:
             documents = await update_stream.documents(conn, pairs)
@@ -200,13 +332,14 @@ class Hub:
                 if pushed >= _PUSHES_PER_TURN:  # let those streams write, and other requests run
                     pushed = 0
                     await asyncio.sleep(0)
+        await asyncio.sleep(0)  # and between reads
         return True
 
     def _session_ended(self, conn: object, pid: object, channel: object, payload: object) -> None:
         with contextlib.suppress(ValueError, TypeError):
-            self._close_session(bytes.fromhex(str(payload)))
+            self.close_session(bytes.fromhex(str(payload)))
 
-    def _close_session(self, id_hash: bytes) -> None:
+    def close_session(self, id_hash: bytes) -> None:
         for stream in self._by_session.get(id_hash, ()):
             stream.close("session ended")
 
@@ -221,7 +354,7 @@ class Hub:
             )
         }
         for id_hash in set(held) - live:
-            self._close_session(id_hash)
+            self.close_session(id_hash)
 
 
 def _discard(index: defaultdict[Key, set[Stream]], key: Key, stream: Stream) -> None:
@@ -235,13 +368,29 @@ HUB = web.AppKey("update_stream_hub", Hub)
 
 
 async def update_stream_hub(app: web.Application) -> AsyncIterator[None]:
-    """The replica's hub, listening while the app runs; its streams close when the app shuts down."""
-    hub = app[HUB] = Hub(app[SETTINGS])
-    task = asyncio.create_task(hub.run())
+    """The replica's hub, listening while the app runs, with the renewal of its streams' entries
+    and the pruning of old changes; its streams close when the app shuts down."""
+    settings = app[SETTINGS]
+    counts = StreamCounts(
+        settings.update_stream_max_per_user,
+        app.get(REDIS),
+        settings.update_stream_key_prefix,
+        settings.redis_timeout_seconds,
+    )
+    hub = app[HUB] = Hub(settings, counts)
+    tasks = [
+        asyncio.create_task(hub.run()),
+        asyncio.create_task(counts.renew_forever()),
+        asyncio.create_task(update_stream.prune_forever(app[POOL], settings.update_stream_retention_seconds)),
+    ]
+    # Serve once listening, as a rule within milliseconds; a hub that cannot yet listen says so in /readyz.
+    await hub.listening_within(settings.db_timeout_seconds)
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def close_streams(app: web.Application) -> None:

@@ -10,18 +10,20 @@ from typing import Any
 
 from aiohttp import web
 
-from core.errors import FieldError, InvalidInput
+from core.errors import FieldError, InvalidInput, Unauthenticated, Unavailable
+from core.sessions import session_is_live
 from core.settings import Settings
-from core.update_stream import replay
+from core.update_stream import Event, last_numbered, replay
 from service.handlers.resources import USER_ID
 from service.http import own_session
 from service.keys import POOL, SETTINGS
 from service.openapi import HeaderParameter, operation
-from service.update_stream import CLOSE_REASONS, HUB, Stream, event_text, frame
+from service.update_stream import CLOSE_REASONS, HUB, TOO_SLOW, Stream, event_text, frame, gap_text, ready_text
 
 LAST_EVENT_ID = "Last-Event-ID"
 _KEEPALIVE = b": keepalive\n\n"
 _MAX_POSITION = 2**63 - 1
+_POSITION_DIGITS = len(str(_MAX_POSITION))
 POSITION_PATTERN = "^[0-9]+$"
 
 _DESCRIPTION = """\
@@ -68,17 +70,20 @@ EVENTS = {
 
 
 def _last_event_id(request: web.Request) -> int | None:
-    """The position the client has seen; one beyond any position is one this stream never sent,
-    whose replay is a gap."""
+    """The position the client has seen. Positions are bigint: an id of more digits is one this
+    stream never sent, and refused like any other."""
     text = request.headers.get(LAST_EVENT_ID)
     if text is None:
         return None
-    if not re.fullmatch(POSITION_PATTERN, text):
+    if len(text) > _POSITION_DIGITS or not re.fullmatch(POSITION_PATTERN, text) or int(text) > _MAX_POSITION:
         message = "must be the id of an event this stream sent: digits"
         raise InvalidInput(
             f"{LAST_EVENT_ID} {message}.", [FieldError(field=LAST_EVENT_ID, location="header", message=message)]
         )
-    return min(int(text), _MAX_POSITION)
+    return int(text)
+
+
+_GAP = "Some changes since Last-Event-ID are no longer kept: reload the list."
 
 
 @operation(
@@ -95,40 +100,52 @@ def _last_event_id(request: web.Request) -> int | None:
     media_type="text/event-stream",
     schema=EVENTS,
     errors=(403,),
+    error_notes={
+        429: "Past the rate limit, or the user already holds `UPDATE_STREAM_MAX_PER_USER` streams; "
+        "`Retry-After` says when to retry.",
+        503: "The database is out of reach, or this replica holds `UPDATE_STREAM_MAX_STREAMS` streams, or "
+        "does not follow the changes at the moment; `Retry-After` says when to retry.",
+    },
 )
 async def update_stream(request: web.Request) -> web.StreamResponse:
     session = own_session(request)
     after = _last_event_id(request)
-    settings, hub = request.app[SETTINGS], request.app[HUB]
-    async with asyncio.timeout(settings.db_timeout_seconds):  # 503 while the replica is not listening
-        await hub.listening()
-    stream = Stream(session, settings.update_stream_max_pending_events)
-    live_from = hub.register(stream)
-    try:
-        # Before the answer starts, so that a failure is still an error answer.
-        pool = request.app[POOL]
-        replayed = await replay(pool, session.user_id, after, live_from) if after is not None else []
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        )
-        await response.prepare(request)
+    settings, hub, pool = request.app[SETTINGS], request.app[HUB], request.app[POOL]
+    async with hub.admitted(session) as stream:
+        # An id ahead of this replica came from a replica that is further on: wait for this one to
+        # catch up. An id beyond any position given is one this service never sent.
+        never_sent = after is not None and after > hub.position and after > await last_numbered(pool)
+        if after is not None and not never_sent:
+            catch_up = settings.update_stream_listen_check_seconds
+            if not await hub.caught_up(after, catch_up):
+                raise Unavailable("This replica is behind the changes at the moment.", headers={"Retry-After": "1"})
+        live_from = hub.register(stream)
         try:
-            if replayed is None:
-                reason = "Some changes since Last-Event-ID are no longer kept: reload the list."
-                await response.write(frame("gap", json.dumps({"detail": reason})))
-            else:
-                await response.write(b"".join(event_text(event) for event in replayed))
-            await response.write(frame("ready", "{}", live_from))
-            await _follow(response, stream, settings)
-        except ConnectionError:
-            return response  # the client went away
-        except TimeoutError:
-            stream.close("too slow")
-        if stream.closed == "too slow" and request.transport is not None:
-            request.transport.abort()  # what it has not read is dropped: it reconnects with Last-Event-ID
-        return response
-    finally:
-        hub.unregister(stream)
+            # Once registered, an ending session closes the stream: one that ended before is refused.
+            if not await session_is_live(pool, session.id_hash):
+                raise Unauthenticated("The session is unknown or has expired.")
+            replayed: list[Event] | None = []
+            if after is not None:
+                replayed = None if never_sent else await replay(pool, session.user_id, after, live_from)
+            # Before the answer starts, so that a failure is still an error answer.
+            response = web.StreamResponse(
+                headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+            )
+            await response.prepare(request)
+            try:
+                opening = gap_text(_GAP) if replayed is None else b"".join(event_text(event) for event in replayed)
+                async with asyncio.timeout(settings.update_stream_write_timeout_seconds):
+                    await response.write(opening + ready_text(live_from))
+                await _follow(response, stream, settings)
+            except ConnectionError:
+                return response  # the client went away
+            except TimeoutError:
+                stream.close(TOO_SLOW)
+            if stream.closed == TOO_SLOW and request.transport is not None:
+                request.transport.abort()  # what it has not read is dropped: it reconnects with Last-Event-ID
+            return response
+        finally:
+            hub.unregister(stream)
 
 
 async def _follow(response: web.StreamResponse, stream: Stream, settings: Settings) -> None:
@@ -153,6 +170,6 @@ async def _follow(response: web.StreamResponse, stream: Stream, settings: Settin
         while stream.pending:
             async with asyncio.timeout(write_timeout):
                 await response.write(stream.pending.popleft())
-    if stream.closed != "too slow":
+    if stream.closed != TOO_SLOW:
         async with asyncio.timeout(write_timeout):
             await response.write(frame("closed", json.dumps({"reason": stream.closed})))

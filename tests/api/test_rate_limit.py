@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from yarl import URL
 
 from core.settings import Settings
-from service import ratelimit
+from service import ratelimit, redis_store
 from service.app import create_app
 from tests.factories import login, make_settings, token
 from tests.metrics import Moved
@@ -239,7 +239,7 @@ def closed_port() -> int:
 
 
 async def test_unreachable_redis_fails_open(pool, database_url, key_prefix, caplog):
-    caplog.set_level(logging.INFO, logger=ratelimit.__name__)
+    caplog.set_level(logging.INFO, logger="service")
     session = await login(pool, "u1")
     moved = Moved()
     settings = limited(database_url, key_prefix, redis_url=f"redis://:redis-password@127.0.0.1:{closed_port()}/0")
@@ -252,7 +252,7 @@ async def test_unreachable_redis_fails_open(pool, database_url, key_prefix, capl
         async with client.get("/metrics") as response:
             assert STORE_ERRORS in await response.text()
     assert moved(STORE_ERRORS) >= 1
-    warnings = [r for r in caplog.records if r.name == ratelimit.__name__ and r.levelno == logging.WARNING]
+    warnings = [r for r in caplog.records if r.name == redis_store.__name__ and r.levelno == logging.WARNING]
     assert len(warnings) == 1, [w.getMessage() for w in warnings]  # not one per request
     assert "serving requests uncounted" in warnings[0].getMessage()
     assert all("redis-password" not in r.getMessage() for r in caplog.records)
@@ -307,7 +307,7 @@ class StallingRedis:
 async def test_hanging_redis_delays_no_request_beyond_the_timeout(
     pool, database_url, key_prefix, redis_url, redis, monkeypatch
 ):
-    monkeypatch.setattr(ratelimit, "RETRY_STORE_AFTER_SECONDS", 0.3)
+    monkeypatch.setattr(redis_store, "RETRY_AFTER_FAILURE_SECONDS", 0.3)
     session = await login(pool, "u1")
     moved = Moved()
     stalling = StallingRedis(redis_url)

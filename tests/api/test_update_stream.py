@@ -7,20 +7,22 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 import json
+from uuid import UUID
 
 import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
 import pytest
 
-from core import update_stream
+from core import update_stream, updates
 from service.app import create_app
 from tests.factories import apply, at, deleted, imported, login, make_settings, published
 from tests.sse import STREAM, Message, next_event, next_message
 
 U1_STREAM = STREAM.format(user="u1")
-# The API replica's listening connection, cut.
+# The listening connection of this test's API replica, cut (only this test's database's).
 CUT_LISTENER = (
-    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'commons-users-api-stream'"
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND application_name = 'commons-users-api-stream'"
 )
 
 
@@ -86,6 +88,20 @@ async def test_an_update_that_goes_away_otherwise_is_removed_too(client, pool, s
         assert (await next_event(response)).json == {"resourceId": "r1", "removed": True}
 
 
+async def test_a_version_published_again_under_its_number_is_an_event_once(client, pool, session_id):
+    await apply(pool, published("r1", 1, at_time=at(0)), imported("u1", "r1", "c1", at(1)))
+    first = published("r1", 2, at_time=at(2), eventId=str(UUID(int=1)))
+    await apply(pool, first)
+    async with opened(client, session_id) as response:
+        await ready(response)
+        again = published("r1", 2, at_time=at(2), eventId=str(UUID(int=2)), versionNotes="Corrected notes")
+        await apply(pool, again)
+        assert (await next_event(response)).json["versionNotes"] == "Corrected notes"
+        await apply(pool, again, first)  # delivered again, or late: nothing changes, nothing is sent
+        await apply(pool, imported("u1", "r1", "c2", at(3)))
+        assert [c["courseId"] for c in (await next_event(response)).json["courses"]] == ["c2", "c1"]
+
+
 async def test_nobody_else_gets_the_users_events(client, pool, session_id):
     await apply(pool, published("r1", 1, at_time=at(0)), published("r2", 1, at_time=at(0)))
     async with opened(client, session_id) as response:
@@ -116,6 +132,32 @@ async def test_a_reconnection_gets_what_it_missed_once_per_resource(client, pool
         assert (await ready(response)).position == live.position  # nothing missed, nothing sent again
 
 
+async def test_a_reconnection_gets_the_removals_it_missed(client, pool, session_id):
+    await apply(pool, published("r1", 1, at_time=at(0)), imported("u1", "r1", "c1", at(1)))
+    await apply(pool, published("r1", 2, at_time=at(2)))
+    async with opened(client, session_id) as response:
+        last_seen = str((await ready(response)).position)
+    await updates.ignore_update(pool, "u1", "r1", None)
+    async with opened(client, session_id, last_seen) as response:
+        removed = await next_event(response)
+        assert removed.json == {"resourceId": "r1", "removed": True}
+        assert (await ready(response)).position == removed.position
+
+
+async def test_a_replica_prunes_old_changes_with_no_consumer_running(pool, database_url, session_id):
+    await apply(pool, published("r1", 1, at_time=at(0)), imported("u1", "r1", "c1", at(1)))
+    await apply(pool, published("r1", 2, at_time=at(2)))
+    await updates.ignore_update(pool, "u1", "r1", None)  # a tombstone
+    await pool.execute("UPDATE update_changes SET changed_at = changed_at - interval '2 hours'")
+    await pool.execute("UPDATE removed_updates SET removed_at = removed_at - interval '2 hours'")
+    settings = make_settings(database_url, update_stream_retention_seconds=3600)
+    async with TestClient(TestServer(create_app(settings))), asyncio.timeout(5):
+        while await pool.fetchval(
+            "SELECT (SELECT count(*) FROM update_changes) + (SELECT count(*) FROM removed_updates)"
+        ):
+            await asyncio.sleep(0.05)
+
+
 async def test_a_gap_older_than_the_retention_window_says_to_reload(client, pool, session_id):
     await apply(pool, published("r1", 1, at_time=at(0)))
     async with opened(client, session_id) as response:
@@ -123,7 +165,7 @@ async def test_a_gap_older_than_the_retention_window_says_to_reload(client, pool
     await apply(pool, imported("u1", "r1", "c1", at(1)), published("r1", 2, at_time=at(2)))
     assert await update_stream.prune(pool, retention_seconds=0.000001) == 1
 
-    for position in (last_seen, "999999999999", "9" * 40):  # pruned since; or never sent by this stream
+    for position in (last_seen, "999999999999", str(2**63 - 1)):  # pruned since; or never sent by this stream
         async with opened(client, session_id, position) as response:
             gap = await next_event(response)
             assert gap.event == "gap"
@@ -131,7 +173,7 @@ async def test_a_gap_older_than_the_retention_window_says_to_reload(client, pool
             assert (await ready(response)).position >= 0
 
 
-@pytest.mark.parametrize("value", ["", "abc", "-1", "1.5", "1 2", "١٢"])
+@pytest.mark.parametrize("value", ["", "abc", "-1", "1.5", "1 2", "١٢", str(2**63), "9" * 40, "7" * 5000])
 async def test_a_malformed_last_event_id_is_refused(client, session_id, value):
     response = await client.get(U1_STREAM, headers={"X-Session-ID": session_id, "Last-Event-ID": value})
     assert response.status == 400
@@ -230,6 +272,8 @@ async def test_the_openapi_document_describes_the_stream(client):
     operation = document["paths"]["/api/users/{userId}/update-stream"]["get"]
     events = operation["responses"]["200"]["content"]["text/event-stream"]["schema"]["oneOf"]
     assert [e["properties"]["event"]["const"] for e in events] == ["update", "ready", "gap", "closed"]
+    closed = events[3]["properties"]["data"]["contentSchema"]["properties"]["reason"]["enum"]
+    assert closed == ["session ended", "session expired", "server shutting down", "reconnect"]  # each one sent
     assert {"name": "Last-Event-ID", "in": "header"}.items() <= next(
         p for p in operation["parameters"] if p["name"] == "Last-Event-ID"
     ).items()

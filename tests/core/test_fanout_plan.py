@@ -2,28 +2,16 @@
 on tables never analyzed, on statistics taken before the imports arrived, and on fresh ones. Its
 plans are shown by EXPLAIN ANALYZE, counting the import rows each one reads."""
 
-from collections.abc import AsyncIterator
 import json
 from typing import Any
 
 import asyncpg
 import pytest
 
-from core import db, updates
+from core import updates
 
 IMPORTERS = 3000
 RESOURCE = "r-popular"
-
-
-@pytest.fixture
-async def fresh_pool(empty_database: str) -> AsyncIterator[asyncpg.Pool]:
-    """A migrated database that nothing has analyzed (autovacuum is off on the tables written)."""
-    db.migrate(empty_database)
-    pool = await db.create_pool(empty_database, min_size=1, max_size=2)
-    for table in ("imports", "available_updates", "resources", "resource_versions"):
-        await pool.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
-    yield pool
-    await pool.close()
 
 
 async def add_importers(pool: asyncpg.Pool) -> None:
@@ -74,7 +62,7 @@ async def explain_refresh(pool: asyncpg.Pool, resources: list[str], pairs: list[
         transaction = conn.transaction()
         await transaction.start()
         try:
-            document = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {updates._REFRESH}", resources, pairs)
+            document = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {updates._REFRESH}", resources, pairs, [])
         finally:
             await transaction.rollback()
     plan: dict[str, Any] = json.loads(document)[0]["Plan"]
