@@ -7,6 +7,7 @@ import time
 from aiohttp import web
 
 from consumers.consumer import EventConsumer
+from consumers.metrics import READY
 from core.observability import health_response, metrics_response, observe_pool
 from core.settings import Settings
 
@@ -21,20 +22,23 @@ async def healthz(request: web.Request) -> web.Response:
     return health_response(live, f"the loop last turned {idle:.1f} s ago")
 
 
-async def readyz(request: web.Request) -> web.Response:
-    """Readiness: the group was joined and no assigned partition lags too far behind."""
-    consumer = request.app[CONSUMER]
+def readiness(consumer: EventConsumer) -> tuple[bool, str]:
+    """Ready once the group was joined, while no assigned partition lags too far behind."""
     if not consumer.joined:
-        return health_response(False, "not in the consumer group yet")
-    lags = consumer.lag()
-    worst = max(lags.values(), default=0)
+        return False, "not in the consumer group yet"
+    worst = max(consumer.lag().values(), default=0)
     ready = worst <= consumer.settings.consumer_ready_max_lag
-    return health_response(ready, f"{len(consumer.assignment)} partitions, largest lag {worst}")
+    return ready, f"{len(consumer.assignment)} partitions, largest lag {worst}"
+
+
+async def readyz(request: web.Request) -> web.Response:
+    return health_response(*readiness(request.app[CONSUMER]))
 
 
 async def metrics(request: web.Request) -> web.Response:
     consumer = request.app[CONSUMER]
     observe_pool(consumer.pool, consumer.settings.db_pool_max_size)
+    READY.set(readiness(consumer)[0])  # for alerts: a probe's answer is not kept anywhere
     return metrics_response()
 
 

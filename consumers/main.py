@@ -9,7 +9,9 @@ import signal
 
 from consumers.consumer import EventConsumer
 from consumers.health import serve_health
+from consumers.metrics import DEAD_LETTERED
 from consumers.pipeline import ConsumerHalted
+from consumers.topics import event_topics
 from core import db, update_stream
 from core.observability import tune_garbage_collector
 from core.settings import Settings
@@ -34,6 +36,8 @@ async def consume(settings: Settings) -> int:
         loop.add_signal_handler(signal_number, stopping.set)
     health = await serve_health(consumer, settings)
     pruning = asyncio.create_task(update_stream.prune_forever(pool, settings.update_stream_retention_seconds))
+    for topic in event_topics(settings):  # at 0 from the start, so that rate() sees the first one
+        DEAD_LETTERED.labels(topic)
     try:
         await consumer.start()
         tune_garbage_collector()

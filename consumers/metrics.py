@@ -23,6 +23,9 @@ BATCH_DURATION = Histogram(
     "Time to apply and commit one partition's batch.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+READY = Gauge(
+    "commons_users_consumer_ready", "1 while the consumer is ready (as GET /readyz says), else 0; set when scraped."
+)
 PARTITION_LAG = Gauge(
     "commons_users_consumer_partition_lag", "Records not yet applied, by partition.", ["topic", "partition"]
 )

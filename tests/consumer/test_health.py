@@ -42,4 +42,6 @@ async def test_consumer_readiness_depends_on_lag(consumer_settings, pool, monkey
     monkeypatch.setattr(consumer, "lag", lambda: {("t", 0): lag})
     async with TestClient(TestServer(health_app(consumer))) as probes:
         assert (await probes.get("/readyz")).status == ready
+        # For alerts, the metrics say the same (a probe's answer is kept nowhere).
+        assert scraped(await (await probes.get("/metrics")).text(), "commons_users_consumer_ready") == (ready == 200)
     await consumer.stop()

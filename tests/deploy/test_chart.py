@@ -3,33 +3,113 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import inspect
+from ipaddress import ip_network
 from pathlib import Path
 import re
+import subprocess
+import sys
+import threading
 from typing import Any
+from urllib.parse import urlsplit
 
 import helm_python
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+
+from core.settings import Settings
+from service import cli
+from tests.deploy.chart_monitoring import (
+    api_routes,
+    exported_series,
+    matchers,
+    selectors,
+    threshold,
+    validate_custom_resource,
+)
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "commons-users"
 RELEASE, NAMESPACE = "users", "commons"
 SECRET = "commons-users-secrets"
 REQUIRED = {"existingSecret": SECRET}
+
+
+def placement(component: str) -> dict[str, Any]:
+    """Scheduling values of one component, naming it, so that a test sees them reach its pods only."""
+    return {
+        "podAnnotations": {"example.com/owner": component},
+        "nodeSelector": {"example.com/pool": component},
+        "tolerations": [{"key": "example.com/pool", "operator": "Equal", "value": component, "effect": "NoSchedule"}],
+        "affinity": {
+            "nodeAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {"weight": 1, "preference": {"matchExpressions": [{"key": component, "operator": "Exists"}]}}
+                ]
+            }
+        },
+    }
+
+
 NON_DEFAULT: dict[str, Any] = {
     "existingSecret": SECRET,
     "image": {"repository": "registry.example.com/commons-users", "tag": "1.2.3"},
     "imagePullSecrets": [{"name": "registry"}],
     "config": {"LOG_LEVEL": "DEBUG", "ALLOWED_ORIGINS": "https://commons.example.com", "CONSUMER_MAX_BATCH": 500},
     "extraEnv": [{"name": "TZ", "value": "UTC"}],
+    "serviceAccount": {"name": "commons-users-pods"},
     "api": {
         "shutdownGraceSeconds": 40,
         "autoscaling": {"minReplicas": 3, "maxReplicas": 20, "targetCPUUtilizationPercentage": 60},
         "rateLimit": {"perHour": 1_000_000, "redisUrlFromSecret": True},
+        "trustedProxies": ["10.244.0.0/16", "fd00:10:244::/56"],
+        "proxyHeaders": "forwarded",
+        "ingress": {
+            "enabled": True,
+            "className": "nginx",
+            "host": "users.example.com",
+            "tlsSecret": "users-example-com-tls",
+            "annotations": {
+                "nginx.ingress.kubernetes.io/proxy-read-timeout": "120",
+                "cert-manager.io/cluster-issuer": "letsencrypt",
+            },
+        },
+        **placement("api"),
+        "topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule"}
+        ],
     },
-    "consumer": {"replicas": 6},
-    "audit": {"enabled": True, "schedule": "0 * * * *", "pushgateway": "http://pushgateway.monitoring:9091"},
+    "consumer": {
+        "replicas": 6,
+        **placement("consumer"),
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 2,
+                "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {"example.com/spread": "consumers"}},
+            }
+        ],
+    },
+    "migrations": placement("migrations"),
+    "audit": {
+        "enabled": True,
+        "schedule": "0 * * * *",
+        "pushgateway": "http://pushgateway.monitoring:9091",
+        **placement("audit"),
+    },
     "serviceMonitor": {"enabled": True, "interval": "15s"},
+    "prometheusRule": {
+        "enabled": True,
+        "labels": {"release": "kube-prometheus-stack"},
+        "consumerLag": 50_000,
+        "deadLetterRate": 0.5,
+        "apiErrorRatio": 0.01,
+        "apiLatencyP99Seconds": 2.5,
+    },
     "networkPolicy": {
         "enabled": True,
         "apiFrom": [{"namespaceSelector": {"matchLabels": {"name": "ingress"}}}],
@@ -39,8 +119,15 @@ NON_DEFAULT: dict[str, Any] = {
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest with schemas.
 KUBERNETES_VERSIONS = ("1.25", kubernetes_validate.utils.latest_version())
 COMPONENT = "app.kubernetes.io/component"
+WORKLOADS = ("Deployment", "Job", "CronJob")
 # Values that are whole Kubernetes objects, documented as one.
-OBJECT_VALUES = {"api.resources", "consumer.resources", "migrations.resources", "audit.resources"}
+OBJECT_VALUES = {
+    "api.resources",
+    "consumer.resources",
+    "migrations.resources",
+    "audit.resources",
+    "api.ingress.annotations",
+}
 
 
 def render(values: dict[str, Any]) -> list[dict[str, Any]]:
@@ -62,15 +149,25 @@ def one(manifests: list[dict[str, Any]], kind: str, component: str | None = None
     return found
 
 
-def pod_spec(manifest: dict[str, Any]) -> dict[str, Any]:
+def pod_template(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The pod a manifest makes: its metadata and spec (a Pod is its own)."""
+    if manifest["kind"] == "Pod":
+        return manifest
     spec = manifest["spec"]["jobTemplate"]["spec"] if manifest["kind"] == "CronJob" else manifest["spec"]
-    template: dict[str, Any] = spec["template"]["spec"]
+    template: dict[str, Any] = spec["template"]
     return template
 
 
-def pod_specs(manifests: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+def pod_spec(manifest: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = pod_template(manifest)["spec"]
+    return spec
+
+
+def pod_specs(
+    manifests: list[dict[str, Any]], kinds: tuple[str, ...] = WORKLOADS
+) -> Iterator[tuple[str, dict[str, Any]]]:
     for manifest in manifests:
-        if manifest["kind"] in ("Deployment", "Job", "CronJob"):
+        if manifest["kind"] in kinds:
             yield manifest["metadata"]["name"], pod_spec(manifest)
 
 
@@ -104,13 +201,17 @@ def test_lint_finds_nothing(values: dict[str, Any]) -> None:
 def test_every_manifest_validates_against_the_kubernetes_schemas(manifests: list[dict[str, Any]]) -> None:
     for manifest in manifests:
         if manifest["apiVersion"].startswith("monitoring.coreos.com/"):
-            continue  # a CRD: no schema ships with Kubernetes; checked in test_service_monitor
+            continue  # a CRD's: no schema ships with Kubernetes (see test_prometheus_rule_*, test_service_monitor_*)
         for version in KUBERNETES_VERSIONS:
             kubernetes_validate.validate(manifest, version, strict=True)
 
 
+def by_kind(kind: tuple[str, str | None]) -> tuple[str, str]:
+    return kind[0], kind[1] or ""
+
+
 def kinds(manifests: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
-    return sorted((m["kind"], m["metadata"]["labels"].get(COMPONENT)) for m in manifests)
+    return sorted(((m["kind"], m["metadata"]["labels"].get(COMPONENT)) for m in manifests), key=by_kind)
 
 
 def test_the_expected_objects_are_rendered(
@@ -122,18 +223,24 @@ def test_the_expected_objects_are_rendered(
         ("Deployment", "consumer"),
         ("HorizontalPodAutoscaler", "api"),
         ("Job", "migrations"),
+        ("Pod", "test"),  # `helm test`'s, rendered with the rest
         ("PodDisruptionBudget", "api"),
         ("Service", "api"),
         ("Service", "consumer"),
+        ("ServiceAccount", None),
+        ("ServiceAccount", "migrations"),
     ]
     assert kinds(custom_manifests) == sorted(
         [
             *kinds(default_manifests),
             ("CronJob", "audit"),
+            ("Ingress", "api"),
             ("NetworkPolicy", "api"),
             ("NetworkPolicy", "consumer"),
+            ("PrometheusRule", None),
             ("ServiceMonitor", None),
-        ]
+        ],
+        key=by_kind,
     )
     assert all(m["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE for m in custom_manifests)
 
@@ -182,7 +289,7 @@ def test_config_leaves_out_empty_values(
 
 
 def test_every_container_is_hardened(manifests: list[dict[str, Any]]) -> None:
-    for name, spec in pod_specs(manifests):
+    for name, spec in pod_specs(manifests, (*WORKLOADS, "Pod")):
         assert spec["securityContext"]["runAsNonRoot"] is True, name
         assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
         assert spec["automountServiceAccountToken"] is False, name
@@ -285,10 +392,22 @@ def test_migrations_job_is_a_pre_install_and_pre_upgrade_hook(manifests: list[di
     assert job["spec"]["activeDeadlineSeconds"] > 0
     assert job["spec"]["backoffLimit"] >= 0
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
-    # Every other object is a normal release resource, applied only after the hook succeeded.
-    assert [m["metadata"]["name"] for m in manifests if "helm.sh/hook" in m["metadata"].get("annotations", {})] == [
-        job["metadata"]["name"]
-    ]
+    # Every other object is a normal release resource, applied only after the hook succeeded, but
+    # the Job's ServiceAccount, which must exist before it, and `helm test`'s pod.
+    hooks = sorted(
+        (m["kind"], m["metadata"]["annotations"]["helm.sh/hook"])
+        for m in manifests
+        if "helm.sh/hook" in m["metadata"].get("annotations", {})
+    )
+    assert hooks == [("Job", "pre-install,pre-upgrade"), ("Pod", "test"), ("ServiceAccount", "pre-install,pre-upgrade")]
+    account = one(manifests, "ServiceAccount", "migrations")
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
+    assert int(account["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(annotations["helm.sh/hook-weight"])
+    # Helm deletes it once every hook of the phase succeeded: it is there while the Job runs.
+    assert set(account["metadata"]["annotations"]["helm.sh/hook-delete-policy"].split(",")) == {
+        "before-hook-creation",
+        "hook-succeeded",
+    }
 
 
 @pytest.mark.parametrize("component", ["api", "consumer"])
@@ -384,7 +503,274 @@ def test_network_policies_admit_only_the_role_port(
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= pods.items()
     assert policy["spec"]["podSelector"]["matchLabels"][COMPONENT] == component
     assert policy["spec"]["policyTypes"] == ["Ingress"]
-    assert policy["spec"]["ingress"] == [{"ports": [{"port": port}], "from": NON_DEFAULT["networkPolicy"][peers]}]
+    allowed = NON_DEFAULT["networkPolicy"][peers]
+    if component == "api":  # and `helm test`'s pod, which calls it
+        test_pod = one(custom_manifests, "Pod", "test")["metadata"]["labels"]
+        (peer,) = [p for p in policy["spec"]["ingress"][0]["from"] if p not in allowed]
+        assert peer["podSelector"]["matchLabels"].items() <= test_pod.items()
+        assert not peer["podSelector"]["matchLabels"].items() <= pods.items()
+        allowed = [*allowed, peer]
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": port}], "from": allowed}]
+
+
+def test_api_pods_spread_softly_across_nodes_and_zones(default_manifests: list[dict[str, Any]]) -> None:
+    api = one(default_manifests, "Deployment", "api")
+    constraints = pod_spec(api)["topologySpreadConstraints"]
+    assert [(c["topologyKey"], c["whenUnsatisfiable"], c["maxSkew"]) for c in constraints] == [
+        ("kubernetes.io/hostname", "ScheduleAnyway", 1),
+        ("topology.kubernetes.io/zone", "ScheduleAnyway", 1),
+    ]
+    for constraint in constraints:
+        assert constraint["labelSelector"] == {"matchLabels": api["spec"]["selector"]["matchLabels"]}
+        # Each rollout's pods are spread among themselves, not against the pods they replace.
+        assert constraint["matchLabelKeys"] == ["pod-template-hash"]
+    for name, spec in pod_specs(default_manifests):
+        if name != api["metadata"]["name"]:
+            assert "topologySpreadConstraints" not in spec, name
+    unspread = render({**REQUIRED, "api": {"topologySpreadConstraints": []}})
+    assert "topologySpreadConstraints" not in pod_spec(one(unspread, "Deployment", "api"))
+
+
+def test_scheduling_values_reach_each_component_s_pods_only(
+    default_manifests: list[dict[str, Any]], custom_manifests: list[dict[str, Any]]
+) -> None:
+    roles = {"api": "Deployment", "consumer": "Deployment", "migrations": "Job", "audit": "CronJob"}
+    for component, kind in roles.items():
+        pod = pod_template(one(custom_manifests, kind, component))
+        expected = placement(component)
+        for field in ("nodeSelector", "tolerations", "affinity"):
+            assert pod["spec"][field] == expected[field], component
+        assert expected["podAnnotations"].items() <= pod["metadata"]["annotations"].items(), component
+        # Beside the checksum, in the pods that read the ConfigMap.
+        assert ("checksum/config" in pod["metadata"]["annotations"]) is (component != "migrations"), component
+    for name, spec in pod_specs(default_manifests):
+        assert not {"nodeSelector", "tolerations", "affinity"} & set(spec), name
+    # A spread constraint without a labelSelector counts its component's pods; one with it, what it says.
+    api = one(custom_manifests, "Deployment", "api")
+    selector = {"labelSelector": {"matchLabels": api["spec"]["selector"]["matchLabels"]}}
+    assert pod_spec(api)["topologySpreadConstraints"] == [
+        {**NON_DEFAULT["api"]["topologySpreadConstraints"][0], **selector}
+    ]
+    consumer = pod_spec(one(custom_manifests, "Deployment", "consumer"))
+    assert consumer["topologySpreadConstraints"] == NON_DEFAULT["consumer"]["topologySpreadConstraints"]
+
+
+def test_pod_annotations_cannot_replace_the_config_checksum(default_manifests: list[dict[str, Any]]) -> None:
+    def checksum(manifests: list[dict[str, Any]]) -> str:
+        annotations: dict[str, str] = pod_template(one(manifests, "Deployment", "api"))["metadata"]["annotations"]
+        return annotations["checksum/config"]
+
+    mine = render({**REQUIRED, "api": {"podAnnotations": {"checksum/config": "mine"}}})
+    assert checksum(mine) == checksum(default_manifests)
+
+
+def test_pods_run_as_the_chart_s_service_account_without_its_token(
+    default_manifests: list[dict[str, Any]], custom_manifests: list[dict[str, Any]]
+) -> None:
+    for manifests, name in ((default_manifests, f"{RELEASE}-commons-users"), (custom_manifests, "commons-users-pods")):
+        accounts = {m["metadata"]["labels"].get(COMPONENT): m for m in find(manifests, "ServiceAccount")}
+        assert {c: a["metadata"]["name"] for c, a in accounts.items()} == {
+            None: name,
+            "migrations": f"{name}-migrations",
+        }
+        assert all(account["automountServiceAccountToken"] is False for account in accounts.values())
+        for manifest in manifests:
+            if manifest["kind"] in (*WORKLOADS, "Pod"):
+                component = manifest["metadata"]["labels"][COMPONENT]
+                # The migrations hook runs before the release's objects exist: its own account does.
+                account = accounts["migrations" if component == "migrations" else None]["metadata"]["name"]
+                assert pod_spec(manifest)["serviceAccountName"] == account, component
+                assert pod_spec(manifest)["automountServiceAccountToken"] is False, component
+    for values, account in (
+        ({"create": False, "name": "platform-pods"}, "platform-pods"),
+        ({"create": False}, "default"),
+    ):
+        manifests = render({**REQUIRED, "serviceAccount": values})
+        assert find(manifests, "ServiceAccount") == []
+        assert {spec["serviceAccountName"] for _, spec in pod_specs(manifests, (*WORKLOADS, "Pod"))} == {account}
+
+
+def test_the_ingress_routes_the_api_as_a_live_update_stream_needs(
+    default_manifests: list[dict[str, Any]], custom_manifests: list[dict[str, Any]]
+) -> None:
+    assert find(default_manifests, "Ingress") == []
+    ingress = one(custom_manifests, "Ingress", "api")
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["spec"]["tls"] == [{"secretName": "users-example-com-tls", "hosts": ["users.example.com"]}]
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == "users.example.com"
+    # The API's routes only: the probes and /metrics stay inside the cluster.
+    service = one(custom_manifests, "Service", "api")["metadata"]["name"]
+    backend = {"service": {"name": service, "port": {"name": "http"}}}
+    assert rule["http"]["paths"] == [{"path": "/api", "pathType": "Prefix", "backend": backend}]
+    assert {route for route in api_routes() if not route.startswith("/api/")} == {"/healthz", "/readyz", "/metrics"}
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"  # each event as it is sent
+    assert annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "120"  # the user's value wins
+    assert annotations["cert-manager.io/cluster-issuer"] == "letsencrypt"
+
+    plain = one(render({**REQUIRED, "api": {"ingress": {"enabled": True}}}), "Ingress", "api")
+    assert not {"tls", "ingressClassName"} & set(plain["spec"]) and "host" not in plain["spec"]["rules"][0]
+    # An idle stream sends a keepalive comment: nginx must wait for more than one before it gives up.
+    keepalive = Settings.model_fields["update_stream_keepalive_seconds"].default
+    for timeout in ("proxy-read-timeout", "proxy-send-timeout"):
+        assert float(plain["metadata"]["annotations"][f"nginx.ingress.kubernetes.io/{timeout}"]) > 2 * keepalive
+    # A default set to null is dropped.
+    dropped = {"nginx.ingress.kubernetes.io/proxy-send-timeout": None}
+    without = one(render({**REQUIRED, "api": {"ingress": {"enabled": True, "annotations": dropped}}}), "Ingress", "api")
+    assert set(without["metadata"]["annotations"]) == set(plain["metadata"]["annotations"]) - set(dropped)
+
+
+def test_only_the_api_is_told_which_proxies_to_trust(
+    default_manifests: list[dict[str, Any]], custom_manifests: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trusted = [ip_network("10.244.0.0/16"), ip_network("fd00:10:244::/56")]
+    for manifests, networks, headers in (
+        (default_manifests, [], "x-forwarded"),
+        (custom_manifests, trusted, "forwarded"),
+    ):
+        api = one(manifests, "Deployment", "api")
+        env = env_of(pod_spec(api)["containers"][0])
+        # The settings as the API reads them from its environment.
+        plain = {name: variable["value"] for name, variable in env.items() if "value" in variable}
+        with monkeypatch.context() as patch:
+            patch.delenv("TRUSTED_PROXIES", raising=False)
+            for name, value in {**one(manifests, "ConfigMap")["data"], **plain, "JWT_SECRET": "s" * 32}.items():
+                patch.setenv(name, value)
+            settings = Settings(_env_file=None)
+        assert (settings.trusted_proxies, settings.proxy_headers) == (networks, headers)
+        for name, spec in pod_specs(manifests):
+            if name != api["metadata"]["name"]:
+                assert not {"TRUSTED_PROXIES", "PROXY_HEADERS"} & set(env_of(spec["containers"][0])), name
+    # None by default: the service's own default, trusting nobody.
+    assert "TRUSTED_PROXIES" not in env_of(pod_spec(one(default_manifests, "Deployment", "api"))["containers"][0])
+
+
+def test_unknown_proxy_headers_fail_rendering() -> None:
+    with pytest.raises(helm_python.HelmError, match=r"api\.proxyHeaders is \"x-real-ip\": it must be x-forwarded"):
+        render({**REQUIRED, "api": {"proxyHeaders": "x-real-ip"}})
+
+
+# Each alert of the chart README ("Alerts"): the series it reads, and whose pods export them.
+ALERTS = {
+    "CommonsUsersConsumerDown": ("up", "consumer"),
+    "CommonsUsersConsumerNotReady": ("commons_users_consumer_ready", "consumer"),
+    "CommonsUsersConsumerLag": ("commons_users_consumer_partition_lag", "consumer"),
+    "CommonsUsersDeadLetters": ("commons_users_consumer_dead_lettered_total", "consumer"),
+    "CommonsUsersAuditDrift": ("commons_users_audit_drift_rows", None),  # from the Pushgateway
+    "CommonsUsersApiErrors": ("commons_users_http_requests_total", "api"),
+    "CommonsUsersApiSlow": ("commons_users_http_request_duration_seconds_bucket", "api"),
+    "CommonsUsersUpdateHubNotListening": ("commons_users_update_stream_listening", "api"),
+}
+# The values of the thresholds, and the alerts that compare with them.
+THRESHOLDS = {
+    "consumerLag": "CommonsUsersConsumerLag",
+    "deadLetterRate": "CommonsUsersDeadLetters",
+    "apiErrorRatio": "CommonsUsersApiErrors",
+    "apiLatencyP99Seconds": "CommonsUsersApiSlow",
+}
+
+
+def alerts(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    rule = one(manifests, "PrometheusRule")
+    return {alert["alert"]: alert for group in rule["spec"]["groups"] for alert in group["rules"]}
+
+
+@pytest.mark.parametrize(
+    "values", [NON_DEFAULT, {**REQUIRED, "prometheusRule": {"enabled": True}}], ids=["non-default", "default"]
+)
+def test_prometheus_rule_validates_against_its_crd_and_compares_with_the_thresholds(values: dict[str, Any]) -> None:
+    rule = one(render(values), "PrometheusRule")
+    validate_custom_resource(rule)
+    assert values["prometheusRule"].get("labels", {}).items() <= rule["metadata"]["labels"].items()
+    chart_defaults = yaml.safe_load((CHART / "values.yaml").read_text())["prometheusRule"]
+    rules = alerts([rule])
+    for value, alert in THRESHOLDS.items():
+        assert threshold(rules[alert]["expr"]) == values["prometheusRule"].get(value, chart_defaults[value]), alert
+    # The check refuses what the API server would drop without a word: here a misspelt field.
+    group = rule["spec"]["groups"][0]
+    with pytest.raises(jsonschema.ValidationError, match="'rule' was unexpected"):
+        validate_custom_resource({**rule, "spec": {"groups": [{**group, "rule": group["rules"]}]}})
+
+
+def test_prometheus_rule_alerts_on_what_this_release_exports(
+    default_manifests: list[dict[str, Any]], custom_manifests: list[dict[str, Any]]
+) -> None:
+    assert find(default_manifests, "PrometheusRule") == []
+    rules = alerts(custom_manifests)
+    assert set(rules) == set(ALERTS)
+    # A ServiceMonitor's job label is the name of the Service it scraped.
+    jobs = {
+        component: one(custom_manifests, "Service", component)["metadata"]["name"] for component in ("api", "consumer")
+    }
+    served = exported_series() | {"up"}
+    for name, alert in rules.items():
+        assert alert["labels"]["severity"] in {"warning", "critical"}, name
+        assert alert["annotations"]["summary"] and alert["annotations"]["description"], name
+        assert "<no value>" not in str(alert["annotations"]), name  # Helm left Prometheus's templates alone
+        series, component = ALERTS[name]
+        for selector in selectors(alert["expr"]):  # raises unless the expression is PromQL
+            assert selector.name == series, name
+            if component is None:  # pushed by the audit with its job label only
+                assert matchers(selector) == {'job="commons-users-audit"'}
+                continue
+            assert {f'namespace="{NAMESPACE}"', f'job="{jobs[component]}"'} <= matchers(selector), name
+            assert selector.name in served, name
+    source = inspect.getsource(cli)
+    assert '"commons_users_audit_drift_rows"' in source and 'job="commons-users-audit"' in source
+
+    # Server errors among the answers; a client that went away (499) is neither.
+    errors, answers = selectors(rules["CommonsUsersApiErrors"]["expr"])
+    assert 'status=~"5.."' in matchers(errors) and 'status!="499"' in matchers(answers)
+    # A live update stream lasts as long as its session: no latency to watch.
+    (durations,) = selectors(rules["CommonsUsersApiSlow"]["expr"])
+    stream = "/api/users/{userId}/update-stream"
+    assert stream in api_routes() and f'route!="{stream}"' in matchers(durations)
+    # The audit's gauge exists only where the audit pushes it.
+    without_gateway = render({**NON_DEFAULT, "audit": {"enabled": True, "pushgateway": ""}})
+    assert set(alerts(without_gateway)) == set(ALERTS) - {"CommonsUsersAuditDrift"}
+
+
+def test_helm_test_calls_the_api_readiness_through_its_service(manifests: list[dict[str, Any]]) -> None:
+    pod = one(manifests, "Pod", "test")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert pod["spec"]["restartPolicy"] == "Never"
+    (container,) = pod["spec"]["containers"]
+    assert container["image"] == pod_spec(one(manifests, "Deployment", "api"))["containers"][0]["image"]
+    # The image's entrypoint is `commons-users`: the command replaces it.
+    assert container["command"][:2] == ["python", "-c"] and "args" not in container
+    service = one(manifests, "Service", "api")
+    port = service["spec"]["ports"][0]["port"]
+    assert container["command"][-1] == f"http://{service['metadata']['name']}:{port}/readyz"
+
+
+@pytest.mark.parametrize(("status", "passes"), [(HTTPStatus.OK, True), (HTTPStatus.SERVICE_UNAVAILABLE, False)])
+def test_helm_test_fails_unless_the_api_is_ready(
+    default_manifests: list[dict[str, Any]], status: HTTPStatus, passes: bool
+) -> None:
+    (container,) = one(default_manifests, "Pod", "test")["spec"]["containers"]
+    _, *arguments, url = container["command"]
+    asked: list[str] = []
+
+    class API(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.send_response(status)
+            self.end_headers()
+            self.wfile.write(b'{"status": "..."}')
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), API) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        local = urlsplit(url)._replace(netloc=f"127.0.0.1:{server.server_port}").geturl()
+        try:
+            result = subprocess.run([sys.executable, *arguments, local], capture_output=True, timeout=30, check=False)
+        finally:
+            server.shutdown()
+    assert asked == ["/readyz"]
+    assert (result.returncode == 0) is passes, result.stderr
 
 
 def _leaf_paths(values: dict[str, Any], prefix: str = "") -> Iterator[str]:

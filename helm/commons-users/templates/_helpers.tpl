@@ -39,9 +39,46 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
-{{/* Rolls the pods whenever the ConfigMap's content changes. */}}
-{{- define "commons-users.configChecksum" -}}
-checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
+{{/* The annotations of a component's pods that read the ConfigMap: its podAnnotations, and
+checksum/config, which rolls the pods whenever the ConfigMap's content changes (and so wins). */}}
+{{- define "commons-users.podAnnotations" -}}
+{{- $checksum := include (print .root.Template.BasePath "/configmap.yaml") .root | sha256sum }}
+{{- toYaml (merge (dict "checksum/config" $checksum) (index .root.Values .component).podAnnotations) }}
+{{- end }}
+
+{{/* Where a component's pods may run: its nodeSelector, affinity, tolerations and
+topologySpreadConstraints, those set. A constraint without a labelSelector counts the component's own pods. */}}
+{{- define "commons-users.scheduling" -}}
+{{- $values := index .root.Values .component }}
+{{- $fields := dict }}
+{{- range $name := list "nodeSelector" "affinity" "tolerations" }}
+{{- with index $values $name }}
+{{- $_ := set $fields $name . }}
+{{- end }}
+{{- end }}
+{{- $selector := include "commons-users.selectorLabels" . | fromYaml }}
+{{- range $values.topologySpreadConstraints }}
+{{- $constraint := deepCopy . }}
+{{- if not (hasKey $constraint "labelSelector") }}
+{{- $_ := set $constraint "labelSelector" (dict "matchLabels" $selector) }}
+{{- end }}
+{{- $_ := set $fields "topologySpreadConstraints" (append ($fields.topologySpreadConstraints | default list) $constraint) }}
+{{- end }}
+{{- with $fields }}
+{{- toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The ServiceAccount of a component's pods. A created one does not exist yet when the migrations
+hook runs, so that Job gets a twin of its own (templates/migrations/serviceaccount.yaml). */}}
+{{- define "commons-users.serviceAccountName" -}}
+{{- $account := .root.Values.serviceAccount }}
+{{- $name := $account.name | default (ternary (include "commons-users.fullname" .root) "default" $account.create) }}
+{{- if and $account.create (eq .component "migrations") }}
+{{- printf "%s-migrations" $name }}
+{{- else }}
+{{- $name }}
+{{- end }}
 {{- end }}
 
 {{/* The non-secret settings, without empty values (so the service's defaults apply). */}}
@@ -58,10 +95,12 @@ checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha
 {{- end }}
 {{- end }}
 
-{{/* Pod spec fields every role shares: no API token, non-root, seccomp, a writable /tmp. */}}
+{{/* Pod spec fields every role shares: the chart's ServiceAccount without its API token, non-root,
+seccomp, a writable /tmp. Takes (dict "root" $ "component" "api"). */}}
 {{- define "commons-users.podSecurity" -}}
+serviceAccountName: {{ include "commons-users.serviceAccountName" . }}
 automountServiceAccountToken: false
-{{- with .Values.imagePullSecrets }}
+{{- with .root.Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
