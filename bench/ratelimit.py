@@ -33,8 +33,7 @@ from yarl import URL
 
 from core import db, ingest, sessions  # the package is installed in .venv (make)
 from core.events import EVENT_ADAPTER
-from service import ratelimit
-from service.redis_store import redis_client
+from service import ratelimit, redis_store
 
 USER = "u-bench"
 JWT_SECRET = "bench-jwt-secret-" + "x" * 32
@@ -126,7 +125,7 @@ async def seed(database_url: str, resources: int) -> str:
 async def count_cost(redis_url: str, prefix: str, calls: int) -> dict[str, float]:
     """Microseconds per count, sequential calls in this process: the counters' own cost, free of
     the noise of a loaded machine."""
-    redis = redis_client(redis_url, 1.0)
+    redis = redis_store.redis_client(redis_url, 1.0)
     counters: dict[str, ratelimit.WindowCounter] = {
         "in-process": ratelimit.LocalCounter(3600),
         "redis": ratelimit.RedisCounter(redis, 3600, 1.0),

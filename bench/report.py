@@ -153,7 +153,8 @@ def _audit_targets(figures: dict[str, Any]) -> Iterator[Target]:
 
 
 def _update_stream_targets(figures: dict[str, Any]) -> Iterator[Target]:
-    """Issue 10's: bounded memory for idle streams, and a large change that stalls nothing."""
+    """Bounded memory for idle streams, a large change that stalls nothing, a replica's cap, and a
+    burst of large changes read a bounded number of users at a time."""
     idle = figures["idle"]
     counts = sorted(int(key.split("_")[2]) for key in idle if key.endswith("_streams"))
     rss = [idle["rss_mib_no_stream"]] + [idle[f"rss_mib_{count}_streams"] for count in counts]
@@ -183,6 +184,27 @@ def _update_stream_targets(figures: dict[str, Any]) -> Iterator[Target]:
         f"{cpu:.2f} s",
         "≤ 0.1 s",
         cpu <= 0.1,
+    )
+    cap = figures["cap"]
+    yield Target(
+        f"update stream: a stream past the replica's cap of {cap['streams']:,}",
+        f"{cap['one_more']} ({cap['rss_mib_at_the_cap']:.0f} MiB at the cap)",
+        "503",
+        " 503 " in f"{cap['one_more']} ",
+    )
+    burst = figures["burst"]
+    growth = burst["rss_mib_highest"] - burst["rss_mib_before"]
+    yield Target(
+        f"update stream: {burst['changes']} changes of {burst['users_each']:,} users in one commit, resident set",
+        f"+{growth:.1f} MiB at the highest ({burst['seconds_until_handed_over']:.1f} s to hand them over)",
+        "bounded (≤ +32 MiB)",
+        growth <= 32,
+    )
+    yield Target(
+        "update stream: /readyz while the hub reads them, at most",
+        f"{burst['readyz']['max_ms']:.0f} ms",
+        "≤ 100 ms",
+        burst["readyz"]["max_ms"] <= 100,
     )
 
 

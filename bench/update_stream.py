@@ -14,7 +14,12 @@ Against `commons-users api` in a process of its own, from clients in this one:
     at least), beside its latency at rest: the API does not stall while it hands out the events;
 (c) the API's CPU time from (b)'s commit until a second after the last event (the probes of (b)
     included), and in the 3 s after the same commit for r-unwatched, which none of the streams'
-    users imported, each less the CPU time of as long at rest: nobody else costs anything.
+    users imported, each less the CPU time of as long at rest: nobody else costs anything;
+(d) `cap`: UPDATE_STREAM_MAX_STREAMS is `idle_streams`: (a)'s resident set with every stream open
+    is what the replica's cap costs; the status of one stream more;
+(e) `burst`: 100 changes naming `fanout_importers` users each (none connected), committed at once
+    as the refresh stages them: the API's resident set before, at its highest and after, and
+    `GET /readyz` every 10 ms until the hub has handed them all over.
 """
 
 from __future__ import annotations
@@ -32,16 +37,28 @@ import asyncpg
 from yarl import URL
 
 from bench import harness
-from bench.dataset import SESSION_HASH_SQL, session_id
+from bench.dataset import SESSION_HASH_SQL
 from bench.fanout import IMPORTERS, version_event
 from bench.memory import rss_kib
+from bench.stream_clients import Stream, open_streams
 from core import db, ingest
 from core.events import EVENT_ADAPTER
+from core.updates import CHANGE_CHUNK_USERS
 
 WATCHED, UNWATCHED = "r-watched", "r-unwatched"
-_OPENING_AT_ONCE = 100
 _SETTLE_SECONDS = 1.0
 _CPU_WINDOW_SECONDS = 3.0
+BURST_CHANGES = 100
+_POSITION = "commons_users_update_stream_position"
+
+# $1 changes naming $3 users each (burst-N: nobody connected), in chunks of $2; numbered at commit.
+_BURST = """
+INSERT INTO update_changes (resource_id, chunk, user_ids, user_count)
+SELECT 'burst-r' || r, c, ids, cardinality(ids)
+FROM generate_series(1, $1::int) AS r, generate_series(0, ($3::int - 1) / $2::int) AS c,
+     LATERAL (SELECT ARRAY(SELECT 'burst-' || n FROM generate_series(c * $2 + 1, least((c + 1) * $2, $3)) AS n))
+         AS a(ids)
+"""
 
 # The first `$1` watchers, each with a session (bench/dataset.py's ids).
 _WATCHERS = f"""
@@ -74,48 +91,10 @@ async def prepare(database: str, importers: int, watchers: int) -> None:
     try:
         await connection.execute(IMPORTERS, importers, WATCHED, "fan")
         await connection.execute(IMPORTERS, importers, UNWATCHED, "other")
-        await connection.execute(_WATCHERS, watchers)
+        await connection.execute(_WATCHERS, watchers + 1)  # one more, for the stream past the cap
         await connection.execute("VACUUM ANALYZE")
     finally:
         await connection.close()
-
-
-class Stream:
-    """One client's stream, over a socket of its own, read only when told."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def open(cls, base: URL, user: int) -> Stream:
-        reader, writer = await asyncio.open_connection(base.host, base.port)
-        writer.write(
-            f"GET /api/users/fan-{user}/update-stream HTTP/1.1\r\nHost: {base.host}\r\n"
-            f"X-Session-ID: {session_id(user)}\r\n\r\n".encode()
-        )
-        head = await reader.readuntil(b"\r\n\r\n")
-        if not head.startswith(b"HTTP/1.1 200"):
-            raise RuntimeError(f"stream of fan-{user}: {head.splitlines()[0]!r}")
-        await reader.readuntil(b"event: ready\n")
-        return cls(reader, writer)
-
-    async def update_at(self) -> float:
-        """When its next update event arrived."""
-        await self.reader.readuntil(b"event: update\n")
-        return time.perf_counter()
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-async def open_streams(base: URL, users: range) -> list[Stream]:
-    slots = asyncio.Semaphore(_OPENING_AT_ONCE)
-
-    async def one(user: int) -> Stream:
-        async with slots:
-            return await Stream.open(base, user)
-
-    return await asyncio.gather(*(one(user) for user in users))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -165,7 +144,48 @@ class CpuClock:
         return round(cpu_seconds(self.pid) - self.cpu - self.at_rest_per_second * wall, 3)
 
 
-async def measure(database: str, server: harness.Server, watchers: int) -> dict[str, Any]:
+async def handed_over(http: aiohttp.ClientSession, server: harness.Server, position: int) -> int:
+    """Once the hub has handed over every change up to `position`: the API's highest resident set
+    (KiB) meanwhile. Its /metrics is read five times a second: with 10,000 sockets open, its
+    process collector (which counts them) would weigh on the API more than what is measured."""
+    highest = 0
+    while True:
+        highest = max(highest, rss_kib(server.pid))
+        async with http.get(f"{server.url}/metrics") as response:
+            text = await response.text()
+        [value] = [line.split()[1] for line in text.splitlines() if line.startswith(f"{_POSITION} ")]
+        if int(float(value)) >= position:
+            return highest
+        await asyncio.sleep(0.2)
+
+
+async def measure_burst(
+    http: aiohttp.ClientSession, database: str, server: harness.Server, importers: int
+) -> dict[str, Any]:
+    """(e): the API's memory and `/readyz` while its hub reads BURST_CHANGES changes of `importers`
+    users each, committed at once."""
+    before = await rss_mib(server.pid)
+    connection = await asyncpg.connect(database)
+    try:
+        await connection.execute(_BURST, BURST_CHANGES, CHANGE_CHUNK_USERS, importers)
+        last = await connection.fetchval("SELECT max(position) FROM update_changes")
+    finally:
+        await connection.close()
+    committed = time.perf_counter()
+    watching = asyncio.ensure_future(handed_over(http, server, last))
+    latencies = await probe(http, f"{server.url}/readyz", watching)
+    return {
+        "changes": BURST_CHANGES,
+        "users_each": importers,
+        "seconds_until_handed_over": round(time.perf_counter() - committed, 2),
+        "rss_mib_before": before,
+        "rss_mib_highest": round(watching.result() / 1024, 1),
+        "rss_mib_after": await rss_mib(server.pid),
+        "readyz": summary_ms(latencies),
+    }
+
+
+async def measure(database: str, server: harness.Server, watchers: int, importers: int) -> dict[str, Any]:
     base = URL(server.url)
     idle = {"rss_mib_no_stream": await rss_mib(server.pid)}
     streams = await open_streams(base, range(1, watchers // 2 + 1))
@@ -174,6 +194,11 @@ async def measure(database: str, server: harness.Server, watchers: int) -> dict[
     idle[f"rss_mib_{len(streams)}_streams"] = await rss_mib(server.pid)
     grown = idle[f"rss_mib_{len(streams)}_streams"] - idle["rss_mib_no_stream"]
     idle["kib_per_stream"] = round(grown * 1024 / len(streams), 1)
+    cap = {"streams": watchers, "rss_mib_at_the_cap": idle[f"rss_mib_{len(streams)}_streams"], "one_more": "200"}
+    try:
+        (await Stream.open(base, watchers + 1)).close()
+    except RuntimeError as refused:
+        cap["one_more"] = str(refused)  # the status line
     try:
         async with aiohttp.ClientSession() as http:
             readyz = f"{server.url}/readyz"
@@ -195,11 +220,15 @@ async def measure(database: str, server: harness.Server, watchers: int) -> dict[
             await publish(database, UNWATCHED, 2)
             await asyncio.sleep(_CPU_WINDOW_SECONDS)
             unwatched_cpu = clock.spent()
+
+            burst = await measure_burst(http, database, server, importers)
     finally:
         for stream in streams:
             stream.close()
     return {
         "idle": idle,
+        "cap": cap,
+        "burst": burst,
         "watched": {
             "streams": len(seconds),
             "first_s": round(seconds[0], 3),
@@ -221,8 +250,10 @@ async def run(profile: harness.Profile) -> dict[str, Any]:
     database = await harness.create_database(name)
     try:
         await prepare(database, profile.fanout_importers, profile.idle_streams)
-        with harness.api_server(harness.ROOT / ".venv/bin/python", database) as server:
-            figures = await measure(database, server, profile.idle_streams)
+        cap = str(profile.idle_streams)
+        python = harness.ROOT / ".venv/bin/python"
+        with harness.api_server(python, database, UPDATE_STREAM_MAX_STREAMS=cap) as server:
+            figures = await measure(database, server, profile.idle_streams, profile.fanout_importers)
         return {"importers of each resource": profile.fanout_importers, **figures}
     finally:
         await harness.drop_database(name)

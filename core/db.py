@@ -11,6 +11,7 @@ import logging
 import os
 from pathlib import Path
 import shutil
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -113,6 +114,46 @@ async def connect(
         server_settings={"timezone": "UTC", "application_name": application_name, **(server_settings or {})},
     )
     return conn
+
+
+async def connect_watched(
+    dsn: str, *, connect_timeout: float, answer_within: float, application_name: str
+) -> asyncpg.Connection:
+    """A connection of its own whose loss is noticed even when nobody says so (a NAT or a load
+    balancer that forgot it, a failover): every statement on it must answer within `answer_within`
+    seconds, and TCP keepalives watch its socket on both ends. The server's side matters too: a
+    vanished client's session would hold back, say, the queue of notifications every listener
+    shares."""
+    keepalive = str(max(int(answer_within), 1))
+    conn = await connect(
+        dsn,
+        connect_timeout=connect_timeout,
+        command_timeout=answer_within,
+        application_name=application_name,
+        server_settings={
+            "tcp_keepalives_idle": keepalive,
+            "tcp_keepalives_interval": keepalive,
+            "tcp_keepalives_count": "2",
+            "tcp_user_timeout": str(int(answer_within * 2000)),
+        },
+    )
+    _keep_alive(conn, answer_within)
+    return conn
+
+
+def _keep_alive(conn: asyncpg.Connection, seconds: float) -> None:
+    """TCP keepalives on the connection's socket, and a bound on unacknowledged writes: the kernel
+    drops a connection whose peer vanished even while no read is under way."""
+    sock = conn._transport.get_extra_info("socket")  # type: ignore[attr-defined]  # asyncpg offers no public way
+    if sock is None:  # a Unix socket: no peer to lose
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    idle = max(int(seconds), 1)
+    for option, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", idle), ("TCP_KEEPCNT", 2)):
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+    if hasattr(socket, "TCP_USER_TIMEOUT"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(seconds * 2000))
 
 
 @contextmanager

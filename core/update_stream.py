@@ -74,13 +74,14 @@ async def last_numbered(conn: Queryable) -> int:
 
 async def changes_after(conn: Connection, position: int, users: int) -> list[Change]:
     """The changes committed after `position`, in order, as many as name at most `users` users in
-    all (always one, however many it names: at most `updates.CHANGE_CHUNK_USERS`)."""
+    all (always one, however many it names: at most `updates.CHANGE_CHUNK_USERS`), and at most
+    100."""
     rows = await conn.fetch(
         """
         SELECT c.position, c.resource_id, c.user_ids
         FROM (
             SELECT position, sum(user_count) OVER (ORDER BY position ROWS UNBOUNDED PRECEDING) - user_count AS before
-            FROM update_changes WHERE position > $1 ORDER BY position LIMIT 1000
+            FROM update_changes WHERE position > $1 ORDER BY position LIMIT 100
         ) taken
         JOIN update_changes c ON c.position = taken.position
         WHERE taken.before < $2

@@ -20,6 +20,7 @@ from service.openapi import build_document
 from service.problems import problem_middleware
 from service.proxies import client_middleware
 from service.redis_store import shared_redis
+from service.stream_caps import stream_caps
 from service.update_stream import HUB, close_streams, update_stream_hub
 
 OPENAPI = web.AppKey("openapi", dict)
@@ -110,6 +111,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(shared_redis)
     app.cleanup_ctx.append(ratelimit.rate_limiter)
+    app.cleanup_ctx.append(stream_caps)
     app.cleanup_ctx.append(update_stream_hub)
     app.on_shutdown.append(close_streams)
     app.on_response_prepare.append(ratelimit.add_headers)

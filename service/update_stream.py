@@ -13,12 +13,10 @@ replica that can serve them."""
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import AsyncIterator
 import contextlib
-import json
 import logging
-import socket
 from typing import TypeVar
 
 from aiohttp import web
@@ -26,13 +24,11 @@ import asyncpg
 from prometheus_client import Counter, Gauge
 
 from core import db, update_stream
-from core.errors import TooManyStreams, Unavailable
-from core.sessions import SESSION_ENDED_CHANNEL, Session
+from core.sessions import SESSION_ENDED_CHANNEL
 from core.settings import Settings
 from core.update_stream import Event
 from service.keys import POOL, SETTINGS
-from service.redis_store import REDIS
-from service.stream_counts import StreamCounts
+from service.stream_events import Stream, event_text, gap_text, ready_text
 
 log = logging.getLogger(__name__)
 
@@ -42,103 +38,28 @@ OPEN_STREAMS = Gauge("commons_users_update_streams", "Live update streams this r
 LISTENING = Gauge(
     "commons_users_update_stream_listening", "1 while this replica's hub listens for changes and is current, else 0."
 )
-STREAM_EVENTS = Counter("commons_users_update_stream_events_total", "Events handed to live update streams.")
-CLOSED_STREAMS = Counter(
-    "commons_users_update_streams_closed_total", "Live update streams the server closed, by reason.", ["reason"]
+POSITION = Gauge(
+    "commons_users_update_stream_position",
+    "The position up to which this replica's hub has handed the changes over (replicas compared show a lag).",
 )
-REFUSED_STREAMS = Counter("commons_users_update_streams_refused_total", "Live update streams refused, by cap.", ["cap"])
+STREAM_EVENTS = Counter("commons_users_update_stream_events_total", "Events handed to live update streams.")
 
-# Why the server closes a stream, as its `closed` event says.
-CLOSE_REASONS = ("session ended", "session expired", "server shutting down", "reconnect")
-# A stream that its client does not read fast enough is cut off without a word.
-TOO_SLOW = "too slow"
 # Users a read of changes carries at most (beyond its first change).
 _USERS_PER_READ = 10_000
 # Streams woken at a time: each writes its event before the next ones are woken.
 _PUSHES_PER_TURN = 200
 # How long to wait before listening again after the connection was lost.
 _RECONNECT_SECONDS = 1.0
-# Retry-After of a stream refused: past the user's cap (a stream of theirs must end first), and
-# from a full replica (a retry may reach another one).
-USER_CAP_RETRY_SECONDS = 30
-FULL_REPLICA_RETRY_SECONDS = 1
-
-
-def event_text(event: Event) -> bytes:
-    """The event as Server-Sent Events write it: the update, or the removal of the user's update."""
-    data = (
-        event.document if event.document is not None else json.dumps({"resourceId": event.resource_id, "removed": True})
-    )
-    return frame("update", data, event.position)
-
-
-def frame(name: str, data: str, position: int | None = None) -> bytes:
-    lines = [f"id: {position}"] if position is not None else []
-    lines.append(f"event: {name}")
-    lines += [f"data: {line}" for line in data.split("\n")]  # a newline in the data starts a new data line
-    return ("\n".join(lines) + "\n\n").encode()
-
-
-def gap_text(detail: str) -> bytes:
-    return frame("gap", json.dumps({"detail": detail}))
-
-
-def ready_text(position: int) -> bytes:
-    return frame("ready", "{}", position)
-
-
-class Stream:
-    """One client's stream: the events waiting to be written (at most `limit`: one more closes the
-    stream rather than keep it), and why it was closed."""
-
-    def __init__(self, session: Session, limit: int) -> None:
-        self.session = session
-        self.pending: deque[bytes] = deque()
-        self.wake = asyncio.Event()
-        self.closed: str | None = None
-        self._limit = limit
-
-    def push(self, text: bytes) -> None:
-        if self.closed is not None:
-            return
-        if len(self.pending) >= self._limit:
-            self.close(TOO_SLOW)
-            return
-        self.pending.append(text)
-        self.wake.set()
-
-    def close(self, reason: str) -> None:
-        if self.closed is None:
-            self.closed = reason
-            CLOSED_STREAMS.labels(reason).inc()
-            self.wake.set()
-
-
-def _keep_alive(conn: asyncpg.Connection, seconds: float) -> None:
-    """TCP keepalives on the connection's socket, and a bound on unacknowledged writes: the kernel
-    drops a connection whose peer vanished even while no read is under way."""
-    sock = conn._transport.get_extra_info("socket")  # type: ignore[attr-defined]  # asyncpg offers no public way
-    if sock is None:  # a Unix socket: no peer to lose
-        return
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    idle = max(int(seconds), 1)
-    for option, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", idle), ("TCP_KEEPCNT", 2)):
-        if hasattr(socket, option):
-            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
-    if hasattr(socket, "TCP_USER_TIMEOUT"):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(seconds * 2000))
 
 
 class Hub:
     """The streams this replica holds, by user and by session, and the position up to which their
     events have been handed over."""
 
-    def __init__(self, settings: Settings, counts: StreamCounts) -> None:
+    def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._counts = counts
         self._by_user: defaultdict[str, set[Stream]] = defaultdict(set)
         self._by_session: defaultdict[bytes, set[Stream]] = defaultdict(set)
-        self._streams = 0
         self._position: int | None = None
         self._changed = asyncio.Event()
         self._listening = asyncio.Event()
@@ -155,34 +76,6 @@ class Hub:
         gets the later ones, and replays those up to it."""
         assert self._position is not None, "not listening yet"
         return self._position
-
-    @contextlib.asynccontextmanager
-    async def admitted(self, session: Session) -> AsyncIterator[Stream]:
-        """A stream for the session, within the caps; Unavailable (503) from a replica that is full
-        or does not listen, TooManyStreams (429) past the user's cap."""
-        settings = self._settings
-        if self._streams >= settings.update_stream_max_streams:
-            REFUSED_STREAMS.labels("replica").inc()
-            raise Unavailable(
-                f"This replica holds the most live update streams it may ({settings.update_stream_max_streams}).",
-                headers={"Retry-After": str(FULL_REPLICA_RETRY_SECONDS)},
-            )
-        if not await self.listening_within(settings.update_stream_listen_check_seconds):
-            raise Unavailable("This replica does not follow the changes at the moment.", headers={"Retry-After": "1"})
-        entry = await self._counts.take(session.user_id)
-        if entry is None:
-            REFUSED_STREAMS.labels("user").inc()
-            raise TooManyStreams(
-                f"You hold the most live update streams allowed at once ({settings.update_stream_max_per_user}); "
-                "close one first.",
-                headers={"Retry-After": str(USER_CAP_RETRY_SECONDS)},
-            )
-        self._streams += 1
-        try:
-            yield Stream(session, settings.update_stream_max_pending_events)
-        finally:
-            self._streams -= 1
-            await self._counts.give_back(session.user_id, entry)
 
     async def listening_within(self, seconds: float) -> bool:
         """Whether the hub listens, or does within `seconds`."""
@@ -236,23 +129,13 @@ class Hub:
     async def _listen(self) -> None:
         settings = self._settings
         check = settings.update_stream_listen_check_seconds
-        keepalive = str(max(int(check), 1))
-        conn = await db.connect(
+        conn = await db.connect_watched(
             settings.listen_dsn,
             connect_timeout=settings.db_timeout_seconds,
-            command_timeout=check,
+            answer_within=check,
             application_name="commons-users-api-stream",
-            # The server drops the session of a replica that vanished, too: otherwise its backend
-            # would hold back the queue of notifications that every listener shares.
-            server_settings={
-                "tcp_keepalives_idle": keepalive,
-                "tcp_keepalives_interval": keepalive,
-                "tcp_keepalives_count": "2",
-                "tcp_user_timeout": str(int(check * 2000)),
-            },
         )
         try:
-            _keep_alive(conn, check)
             await self._follow(conn, check)
         finally:
             conn.terminate()
@@ -286,7 +169,7 @@ class Hub:
         """Where to go on from, once (again) listening."""
         position = await update_stream.current_position(conn)
         if self._position is None:
-            self._position = position
+            await self._moved_to(position)
             return
         if position < self._position:
             # The database went back (restored from a backup): the positions handed over since are
@@ -296,8 +179,14 @@ class Hub:
                 for stream in streams:
                     stream.push(gap_text("The server's changes went back: reload the list."))
                     stream.push(ready_text(position))
-            self._position = position
+            await self._moved_to(position)
         await self._close_ended_sessions(conn)  # sessions may have ended while nobody listened
+
+    async def _moved_to(self, position: int) -> None:
+        self._position = position
+        POSITION.set(position)
+        async with self._advanced:
+            self._advanced.notify_all()
 
     async def _hand_over(self, conn: asyncpg.Connection) -> bool:
         """Hand over the next changes; False when there were none."""
@@ -309,9 +198,7 @@ class Hub:
         targets = [
             (change, [(user, list(held[user])) for user in change.user_ids if user in held]) for change in changes
         ]
-        self._position = changes[-1].position
-        async with self._advanced:
-            self._advanced.notify_all()
+        await self._moved_to(changes[-1].position)
         pairs = [(user, change.resource_id) for change, users in targets for user, _ in users]
         try:
             documents = await update_stream.documents(conn, pairs)
@@ -368,19 +255,12 @@ HUB = web.AppKey("update_stream_hub", Hub)
 
 
 async def update_stream_hub(app: web.Application) -> AsyncIterator[None]:
-    """The replica's hub, listening while the app runs, with the renewal of its streams' entries
-    and the pruning of old changes; its streams close when the app shuts down."""
+    """The replica's hub, listening while the app runs, and the pruning of old changes; its
+    streams close when the app shuts down."""
     settings = app[SETTINGS]
-    counts = StreamCounts(
-        settings.update_stream_max_per_user,
-        app.get(REDIS),
-        settings.update_stream_key_prefix,
-        settings.redis_timeout_seconds,
-    )
-    hub = app[HUB] = Hub(settings, counts)
+    hub = app[HUB] = Hub(settings)
     tasks = [
         asyncio.create_task(hub.run()),
-        asyncio.create_task(counts.renew_forever()),
         asyncio.create_task(update_stream.prune_forever(app[POOL], settings.update_stream_retention_seconds)),
     ]
     # Serve once listening, as a rule within milliseconds; a hub that cannot yet listen says so in /readyz.

@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from aiohttp import web
+import asyncpg
 
 from core.errors import FieldError, InvalidInput, Unauthenticated, Unavailable
 from core.sessions import session_is_live
@@ -18,7 +19,9 @@ from service.handlers.resources import USER_ID
 from service.http import own_session
 from service.keys import POOL, SETTINGS
 from service.openapi import HeaderParameter, operation
-from service.update_stream import CLOSE_REASONS, HUB, TOO_SLOW, Stream, event_text, frame, gap_text, ready_text
+from service.stream_caps import STREAM_CAPS
+from service.stream_events import CLOSE_REASONS, TOO_SLOW, Stream, event_text, frame, gap_text, ready_text
+from service.update_stream import HUB, Hub
 
 LAST_EVENT_ID = "Last-Event-ID"
 _KEEPALIVE = b": keepalive\n\n"
@@ -35,10 +38,15 @@ when the user no longer has one (ignored, imported again, or the resource delete
 
 A client that reconnects with `Last-Event-ID` first gets, for each resource that changed since
 that position, one `update` event as it stands now. When some of those changes are older than the
-retention window (`UPDATE_STREAM_RETENTION_SECONDS`, 24 h) it gets one `gap` event instead, and
-should reload the list. Then a `ready` event carries the position the stream is live from. A
-comment line is sent every 15 s when nothing else is. A browser's `EventSource` sends no headers
-of its own: the session cookie or the `session-id` query parameter identifies it."""
+retention window (`UPDATE_STREAM_RETENTION_SECONDS`, 24 h), or the id is beyond any position given,
+it gets one `gap` event instead, and should reload the list. Then a `ready` event carries the
+position the stream is live from. A comment line is sent every 15 s when nothing else is. A
+browser's `EventSource` sends no headers of its own: the session cookie or the `session-id` query
+parameter identifies it.
+
+A user holds at most `UPDATE_STREAM_MAX_PER_USER` streams at once (429 past it), and a replica at
+most `UPDATE_STREAM_MAX_STREAMS` (503). A reconnection whose `Last-Event-ID` is ahead of the replica
+it reached waits for it to catch up; one still ahead after a few seconds is 503."""
 
 
 def _event_schema(name: str, data: dict[str, Any], *, numbered: bool) -> dict[str, Any]:
@@ -111,14 +119,12 @@ async def update_stream(request: web.Request) -> web.StreamResponse:
     session = own_session(request)
     after = _last_event_id(request)
     settings, hub, pool = request.app[SETTINGS], request.app[HUB], request.app[POOL]
-    async with hub.admitted(session) as stream:
-        # An id ahead of this replica came from a replica that is further on: wait for this one to
-        # catch up. An id beyond any position given is one this service never sent.
-        never_sent = after is not None and after > hub.position and after > await last_numbered(pool)
-        if after is not None and not never_sent:
-            catch_up = settings.update_stream_listen_check_seconds
-            if not await hub.caught_up(after, catch_up):
-                raise Unavailable("This replica is behind the changes at the moment.", headers={"Retry-After": "1"})
+    check = settings.update_stream_listen_check_seconds
+    async with request.app[STREAM_CAPS].admitted(session.user_id):
+        if not await hub.listening_within(check):
+            raise Unavailable("This replica does not follow the changes at the moment.", headers={"Retry-After": "1"})
+        given = after is None or await _given(hub, pool, after, check)
+        stream = Stream(session, settings.update_stream_max_pending_events)
         live_from = hub.register(stream)
         try:
             # Once registered, an ending session closes the stream: one that ended before is refused.
@@ -126,7 +132,7 @@ async def update_stream(request: web.Request) -> web.StreamResponse:
                 raise Unauthenticated("The session is unknown or has expired.")
             replayed: list[Event] | None = []
             if after is not None:
-                replayed = None if never_sent else await replay(pool, session.user_id, after, live_from)
+                replayed = await replay(pool, session.user_id, after, live_from) if given else None
             # Before the answer starts, so that a failure is still an error answer.
             response = web.StreamResponse(
                 headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -146,6 +152,19 @@ async def update_stream(request: web.Request) -> web.StreamResponse:
             return response
         finally:
             hub.unregister(stream)
+
+
+async def _given(hub: Hub, pool: asyncpg.Pool, after: int, within: float) -> bool:
+    """Whether `after` is a position this service gave; if it is ahead of this replica (it came
+    from a replica further on), once this one has caught up with it, or Unavailable after `within`
+    seconds."""
+    if after <= hub.position:
+        return True
+    if after > await last_numbered(pool):
+        return False
+    if await hub.caught_up(after, within):
+        return True
+    raise Unavailable("This replica is behind the changes at the moment.", headers={"Retry-After": "1"})
 
 
 async def _follow(response: web.StreamResponse, stream: Stream, settings: Settings) -> None:

@@ -240,3 +240,38 @@ async def test_live_updates_hold_across_replicas(database_url, pool, consumer_se
             await redis.aclose()
         async with stream(http, sessions["u1"], "a") as response:
             await ready(response)
+
+
+@pytest.mark.long
+async def test_streams_miss_nothing_across_silences_and_replicas(
+    database_url, pool, consumer_settings, redis_prefix, tmp_path
+):
+    """The longer form: rounds of a silenced listening connection on replica b, while a client
+    moves between the replicas with its last id, and versions keep coming. Every version reaches
+    the client once, in order; no gap."""
+    rounds = 8
+    session_id = await login(pool, "u1")
+    first = published("r1", 1)
+    await produce(consumer_settings, first, imported("u1", "r1", "c1", first.published_at))
+    received: list[str] = []
+    async with (
+        deployed(database_url, redis_prefix, tmp_path, consumer_settings) as deployment,
+        deployment.client("127.0.0.2") as http,
+    ):
+        last: int | None = None
+        for version in range(2, 2 + rounds):
+            replica = "ab"[version % 2]
+            async with stream(http, session_id, replica, last) as response:
+                assert response.status == 200, await response.text()
+                if replica == "b":
+                    deployment.listen_relay.blackhole()
+                await produce(consumer_settings, published("r1", version))
+                while True:
+                    event = await next_event(response, within=60)
+                    assert event.event != "gap", event
+                    last = event.position
+                    if event.event == "update":
+                        received.append(event.json["versionId"])
+                        if event.json["versionId"] == f"r1-v{version}":
+                            break
+    assert received == [f"r1-v{version}" for version in range(2, 2 + rounds)]
