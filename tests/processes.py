@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -32,18 +33,27 @@ class ServiceProcess(subprocess.Popen[str]):
         return self.stdout_path.read_text(), self.stderr_path.read_text()
 
 
+def listens(port: int, process: subprocess.Popen[Any], within: float = 10) -> bool:
+    """Whether `process` listens on the loopback `port` within `within` seconds (False at once if
+    it exits)."""
+    deadline = time.monotonic() + within
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.1):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
 def api_process(database_url: str, port: int, **env: str) -> ServiceProcess:
     """`commons-users api` with JSON logs, once it listens on `port`."""
     process = ServiceProcess(
         [sys.executable, "-m", "service", "api", "--host", "127.0.0.1", "--port", str(port)],
         env={**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": JWT_SECRET, "LOG_FORMAT": "json", **env},
     )
-    for _ in range(100):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.1):
-                return process
-        except OSError:
-            time.sleep(0.1)
+    if listens(port, process):
+        return process
     process.kill()
     process.wait()
     raise AssertionError(f"the API did not start: {process.output()}")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 import json
 from typing import Any
 
 import aiohttp
+from aiohttp.test_utils import TestClient
 
 STREAM = "/api/users/{user}/update-stream"
 
@@ -62,3 +65,26 @@ async def next_event(response: aiohttp.ClientResponse, within: float = 10) -> Me
         assert message is not None, "the stream ended"
         if message.comment is None:
             return message
+
+
+@asynccontextmanager
+async def opened(
+    client: TestClient, session_id: str, last_event_id: str | int | None = None, user: str = "u1"
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """The user's stream, with the session in its header (and the id of the last event seen)."""
+    headers = {"X-Session-ID": session_id}
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = str(last_event_id)
+    response = await client.get(STREAM.format(user=user), headers=headers)
+    try:
+        yield response
+    finally:
+        response.close()
+
+
+async def ready(response: aiohttp.ClientResponse) -> Message:
+    """The `ready` event that opens a stream answered 200."""
+    assert response.status == 200, await response.text()
+    message = await next_event(response)
+    assert message.event == "ready", message
+    return message

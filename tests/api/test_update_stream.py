@@ -4,8 +4,6 @@ reconnection, its gap, the session's rules, keepalives, and the bound on what wa
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 import json
 from uuid import UUID
 
@@ -15,8 +13,9 @@ import pytest
 
 from core import update_stream, updates
 from service.app import create_app
+from service.update_stream import HUB
 from tests.factories import apply, at, deleted, imported, login, make_settings, published
-from tests.sse import STREAM, Message, next_event, next_message
+from tests.sse import STREAM, Message, next_event, next_message, opened, ready
 
 U1_STREAM = STREAM.format(user="u1")
 # The listening connection of this test's API replica, cut (only this test's database's).
@@ -31,23 +30,12 @@ async def session_id(pool):
     return await login(pool, "u1")
 
 
-@asynccontextmanager
-async def opened(client, session_id: str, last_event_id: str | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
-    headers = {"X-Session-ID": session_id}
-    if last_event_id is not None:
-        headers["Last-Event-ID"] = last_event_id
-    response = await client.get(U1_STREAM, headers=headers)
-    try:
-        yield response
-    finally:
-        response.close()
-
-
-async def ready(response: aiohttp.ClientResponse) -> Message:
-    assert response.status == 200, await response.text()
-    message = await next_event(response)
-    assert message.event == "ready", message
-    return message
+async def hub_caught_up(client, pool) -> None:
+    """Until the replica's hub has read every change committed so far."""
+    last = await pool.fetchval("SELECT max(position) FROM update_changes")
+    async with asyncio.timeout(5):
+        while client.app[HUB].position < last:
+            await asyncio.sleep(0.01)
 
 
 async def test_each_change_of_the_users_updates_is_an_event_with_a_growing_id(client, pool, session_id):
@@ -120,6 +108,7 @@ async def test_a_reconnection_gets_what_it_missed_once_per_resource(client, pool
     await apply(pool, published("r2", 2, at_time=at(2)))
     await apply(pool, published("r1", 2, at_time=at(3)))
     await apply(pool, published("r2", 3, at_time=at(4)))
+    await hub_caught_up(client, pool)  # else a change it has not read yet comes after `ready`, live
 
     async with opened(client, session_id, last_seen) as response:
         first, second = await next_event(response), await next_event(response)
@@ -138,6 +127,7 @@ async def test_a_reconnection_gets_the_removals_it_missed(client, pool, session_
     async with opened(client, session_id) as response:
         last_seen = str((await ready(response)).position)
     await updates.ignore_update(pool, "u1", "r1", None)
+    await hub_caught_up(client, pool)
     async with opened(client, session_id, last_seen) as response:
         removed = await next_event(response)
         assert removed.json == {"resourceId": "r1", "removed": True}

@@ -22,7 +22,7 @@ from yarl import URL
 from service.app import create_app
 from tests.factories import apply, at, imported, login, make_settings, published
 from tests.relay import Relay
-from tests.sse import STREAM, Message, next_event
+from tests.sse import STREAM, Message, next_event, opened, ready
 
 U1_STREAM = STREAM.format(user="u1")
 
@@ -42,27 +42,6 @@ async def relayed_replica(database_url: str, **overrides: Any) -> AsyncIterator[
         listen_url = str(url.with_port(relay.port))
         async with replica(database_url, database_listen_url=listen_url, **overrides) as client:
             yield client, relay
-
-
-@contextlib.asynccontextmanager
-async def opened(
-    client: TestClient, session_id: str, last_event_id: int | None = None, user: str = "u1"
-) -> AsyncIterator[aiohttp.ClientResponse]:
-    headers = {"X-Session-ID": session_id}
-    if last_event_id is not None:
-        headers["Last-Event-ID"] = str(last_event_id)
-    response = await client.get(STREAM.format(user=user), headers=headers)
-    try:
-        yield response
-    finally:
-        response.close()
-
-
-async def ready(response: aiohttp.ClientResponse) -> Message:
-    assert response.status == 200, await response.text()
-    message = await next_event(response)
-    assert message.event == "ready", message
-    return message
 
 
 async def refused(response: aiohttp.ClientResponse, status: int, slug: str) -> None:
@@ -153,12 +132,14 @@ async def test_positions_that_go_back_are_a_gap_on_every_stream(client, pool, se
 
 
 async def test_a_session_ended_while_its_stream_was_being_opened_is_refused(pool, database_url, session_id):
-    async with relayed_replica(database_url, update_stream_listen_check_seconds=1) as (client, relay):
+    # A stream waits as long as the check for its replica to listen: longer than a reconnection takes.
+    check = 2
+    async with relayed_replica(database_url, update_stream_listen_check_seconds=check) as (client, relay):
         relay.pause()
         loop = asyncio.get_running_loop()
         started = loop.time()
         while await readiness(client) == 200:
-            assert loop.time() - started < 4, "the replica never noticed"
+            assert loop.time() - started < 2 * check + 1, "the replica never noticed"
             await asyncio.sleep(0.05)
         # The session is checked, then the stream waits for the replica to listen again.
         opening = asyncio.create_task(client.get(U1_STREAM, headers={"X-Session-ID": session_id}))

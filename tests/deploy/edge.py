@@ -11,10 +11,8 @@ import ipaddress
 from pathlib import Path
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
-import time
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -22,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from devtools.tansu import free_port
+from tests.processes import listens
 
 # The header that picks a replica; without it, nginx takes turns.
 REPLICA_HEADER = "X-Replica"
@@ -119,15 +118,8 @@ def nginx(folder: Path, upstreams: dict[str, int]) -> Iterator[int]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"nginx did not start: {(folder / 'error.log').read_text()}") from None
-                time.sleep(0.05)
+        if not listens(port, process):
+            raise RuntimeError(f"nginx did not start: {(folder / 'error.log').read_text()}")
         yield port
     finally:
         process.send_signal(signal.SIGTERM)

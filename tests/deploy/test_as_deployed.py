@@ -17,6 +17,7 @@ import ssl
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 from redis.asyncio import Redis
 from yarl import URL
@@ -26,9 +27,10 @@ from devtools.tansu import free_port
 from tests.deploy.edge import REPLICA_HEADER, client_tls, nginx
 from tests.factories import imported, login, published, token
 from tests.kafka import produce
+from tests.metrics import scraped
 from tests.processes import ServiceProcess, api_process, consumer_process, stop
 from tests.relay import Relay
-from tests.sse import STREAM, Message, next_event
+from tests.sse import STREAM, next_event, ready
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 LIMIT = 8  # requests an hour, per user or per client address
@@ -158,17 +160,28 @@ async def stream(
         yield response
 
 
-async def ready(response: aiohttp.ClientResponse) -> Message:
-    assert response.status == 200, await response.text()
-    message = await next_event(response)
-    assert message.event == "ready", message
-    return message
-
-
 async def refused(response: aiohttp.ClientResponse, status: int) -> None:
     assert response.status == status, await response.text()
     assert response.headers["Content-Type"] == "application/problem+json"
     assert "Retry-After" in response.headers
+
+
+async def replica_read_it(pool: asyncpg.Pool, port: int, resource: str, version: int) -> None:
+    """Until the consumer applied that version and the replica's hub read its change."""
+    async with asyncio.timeout(30), aiohttp.ClientSession() as http:
+        while not await pool.fetchval(
+            "SELECT EXISTS (SELECT FROM available_updates WHERE resource_id = $1 AND version_number = $2)",
+            resource,
+            version,
+        ):
+            await asyncio.sleep(0.05)
+        last = await pool.fetchval("SELECT max(position) FROM update_changes")
+        while True:
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
+                text = await response.text()
+            if scraped(text, "commons_users_update_stream_position") >= last:
+                return
+            await asyncio.sleep(0.05)
 
 
 async def readiness(port: int) -> int:
@@ -189,9 +202,10 @@ async def test_live_updates_hold_across_replicas(database_url, pool, consumer_se
             await ready(on_a)
             await produce(consumer_settings, published("r1", 2))
             seen = (await next_event(on_a, within=30)).position
-        # Missed while away; the reconnection reaches replica b with the last id it got.
+        # Missed while away; the reconnection reaches replica b with the last id it got, once b has
+        # read the change (else it would come after `ready`, live rather than replayed).
         await produce(consumer_settings, published("r1", 3))
-        await asyncio.sleep(1)
+        await replica_read_it(pool, deployment.replicas["b"], "r1", 3)
         async with stream(http, sessions["u1"], "b", seen) as on_b:
             missed = await next_event(on_b, within=30)
             assert (missed.event, missed.json["versionId"]) == ("update", "r1-v3")  # no gap, v2 not again
