@@ -132,8 +132,7 @@ class Settings(BaseSettings):
         24 * 3600,
         gt=0,
         description="How long the changes behind the live update stream are kept (every API replica and consumer "
-        "prunes them): a "
-        "client that reconnects within it gets what it missed; one that was away longer is told to reload.",
+        "prunes them): a client that reconnects within it gets what it missed; one away longer is told to reload.",
     )
     update_stream_keepalive_seconds: float = Field(
         15, gt=0, description="How often an idle update stream sends a comment line, so that proxies keep it open."
