@@ -28,6 +28,7 @@ async def consume(settings: Settings) -> int:
         # No statement timeout: a large fan-out may rightly take long, and would be tried forever.
         connect_timeout=settings.db_timeout_seconds,
         application_name="commons-users-consumer",
+        transaction_pooler=settings.database_transaction_pooler,
     )
     consumer = EventConsumer(settings, pool)
     stopping = asyncio.Event()

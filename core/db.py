@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -72,6 +73,21 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     cursor outside a transaction), and the default reset is a round trip per release."""
 
 
+class _TransactionPooled(asyncpg.Connection):
+    """A connection through a transaction-mode pooler, which may hand each transaction, and each
+    statement outside one, to a different server session. asyncpg sends a statement in two
+    exchanges (prepare, then bind and execute), so one that stands alone runs in a transaction of
+    its own: both exchanges then reach the same server session. (A statement without arguments is
+    sent in one exchange, by the simple protocol.)"""
+
+    async def _execute(self, *args: Any, **kwargs: Any) -> Any:  # under execute, fetch, fetchrow, fetchval
+        execute = super()._execute  # type: ignore[misc]  # private, hence not in asyncpg's stubs
+        if self.is_in_transaction():
+            return await execute(*args, **kwargs)
+        async with self.transaction():
+            return await execute(*args, **kwargs)
+
+
 async def create_pool(
     dsn: str,
     *,
@@ -80,9 +96,12 @@ async def create_pool(
     connect_timeout: float = 10,
     statement_timeout: float | None = None,
     application_name: str = "commons-users",
+    transaction_pooler: bool = False,
 ) -> asyncpg.Pool:
     """A pool whose connects give up after `connect_timeout` seconds and its statements after
-    `statement_timeout` (None: never). `application_name` tells the role in pg_stat_activity."""
+    `statement_timeout` (None: never). `application_name` tells the role in pg_stat_activity.
+    `transaction_pooler`: `dsn` leads through a transaction-mode pooler (DATABASE_TRANSACTION_POOLER),
+    which keeps no prepared statement past a transaction."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
@@ -93,6 +112,8 @@ async def create_pool(
         # UTC sessions: timestamps that PostgreSQL formats itself (inside JSON) are then UTC too.
         server_settings={"timezone": "UTC", "application_name": application_name},
         reset=_keep_session,
+        statement_cache_size=0 if transaction_pooler else 100,  # 100: asyncpg's default
+        connection_class=_TransactionPooled if transaction_pooler else asyncpg.Connection,
     )
     assert pool is not None  # None only when created without awaiting
     return pool

@@ -22,8 +22,29 @@ class Settings(BaseSettings):
     )
     database_listen_url: SecretStr | None = Field(
         None,
-        description="Where an API replica's live update hub LISTENs: a session of its own on the primary, never "
-        "through a transaction-mode pooler. Unset: DATABASE_URL.",
+        description="A session of its own on the primary, never through a transaction-mode pooler: where each API "
+        "replica's live update hub LISTENs, and where `commons-users migrate` runs (its lock is held by the session). "
+        "Unset: DATABASE_URL.",
+    )
+    database_replica_urls: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated URLs of streaming read replicas of the primary, from which the API reads "
+        "what may be slightly stale; empty: every read goes to the primary.",
+    )
+    database_replica_max_lag_seconds: float = Field(
+        5, gt=0, description="A read replica whose replay lags by more than this is skipped until it catches up."
+    )
+    database_replica_check_seconds: float = Field(
+        1,
+        gt=0,
+        description="How often the API checks each read replica's reach and replay position, in the background; "
+        "a check must answer within this too.",
+    )
+    database_transaction_pooler: bool = Field(
+        False,
+        description="DATABASE_URL and the replicas' URLs lead through a transaction-mode pooler (PgBouncer): no "
+        "prepared statement outlives a transaction (asyncpg's statement cache is off) and a statement that "
+        "stands alone runs in a transaction of its own. DATABASE_LISTEN_URL must still reach the primary directly.",
     )
     kafka_bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated Kafka bootstrap servers.")
     jwt_secret: SecretStr = Field(
@@ -159,6 +180,11 @@ class Settings(BaseSettings):
         "read on it must answer within this: a connection lost silently is noticed within twice this. Also how "
         "long a reconnection whose Last-Event-ID is ahead of the replica waits for it to catch up.",
     )
+    written_positions_key_prefix: str = Field(
+        "commons-users:written:",
+        description="Prefix of the Redis keys that hold each user's last write position, for read-your-writes on "
+        "the read replicas.",
+    )
     update_stream_key_prefix: str = Field(
         "commons-users:update-streams:", description="Prefix of the Redis keys that count each user's streams."
     )
@@ -180,11 +206,25 @@ class Settings(BaseSettings):
                 raise ValueError(f"not an address or CIDR network: {exc}") from None
         return value
 
+    @field_validator("database_replica_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [url.strip() for url in value.split(",") if url.strip()]
+        return value
+
     @field_validator("database_url", "database_listen_url")
     @classmethod
     def _valid_dsn(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             PostgresDsn(value.get_secret_value())
+        return value
+
+    @field_validator("database_replica_urls")
+    @classmethod
+    def _valid_dsns(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for url in value:
+            PostgresDsn(url.get_secret_value())
         return value
 
     @cached_property
@@ -197,7 +237,7 @@ class Settings(BaseSettings):
         return redact_dsn(self.database_url.get_secret_value())
 
     @property
-    def listen_dsn(self) -> str:
+    def direct_dsn(self) -> str:
         return (self.database_listen_url or self.database_url).get_secret_value()
 
 

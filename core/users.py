@@ -40,7 +40,7 @@ async def user_exists(conn: Queryable, user_id: str) -> bool:
     return bool(await conn.fetchval("SELECT EXISTS (SELECT FROM users WHERE id = $1)", user_id))
 
 
-async def canvas_identity(pool: asyncpg.Pool, user_id: str, account_id: str) -> asyncpg.Record | None:
+async def canvas_identity(pool: Queryable, user_id: str, account_id: str) -> asyncpg.Record | None:
     """A user's Canvas user id and host, when the user is in that account."""
     return await pool.fetchrow(
         "SELECT canvas_user_id, canvas_api_domain FROM users WHERE id = $1 AND account_id = $2", user_id, account_id
@@ -158,7 +158,7 @@ def _page(matches: list[asyncpg.Record], limit: int, end: asyncpg.Record | None)
 
 
 async def search_users(
-    pool: asyncpg.Pool,
+    pool: Queryable,
     account_id: str,
     text: str,
     after: tuple[str, str] | None,

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from functools import partial
 from importlib.metadata import version
 
 from aiohttp import web
+import asyncpg
 
 from core import db
 from core.observability import health_response, metrics_response, observe_pool
+from core.replicas import Databases, open_replicas
 from core.settings import Settings
 from service import auth, observability, ratelimit
 from service.access_log import keep_request_bytes_out_of_server_errors
 from service.auth import public
 from service.cursors import CursorCodec
 from service.handlers import resources, sessions, update_stream, updates, users
-from service.keys import CURSORS, POOL, SETTINGS
+from service.keys import CURSORS, DATABASES, POOL, SETTINGS
 from service.openapi import build_document
 from service.problems import problem_middleware
 from service.proxies import client_middleware
+from service.read_your_writes import written_positions
 from service.redis_store import shared_redis
 from service.stream_caps import stream_caps
 from service.update_stream import HUB, close_streams, update_stream_hub
@@ -27,17 +32,32 @@ OPENAPI = web.AppKey("openapi", dict)
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
+    """The primary's pool, and the read replicas' pools, checked in the background (README: "Read
+    replicas and a connection pooler")."""
     settings = app[SETTINGS]
-    app[POOL] = await db.create_pool(
-        settings.database_url.get_secret_value(),
-        min_size=settings.db_pool_min_size,
-        max_size=settings.db_pool_max_size,
-        connect_timeout=settings.db_timeout_seconds,
-        statement_timeout=settings.db_timeout_seconds,
-        application_name="commons-users-api",
+
+    def pool(dsn: str, *, min_size: int) -> Awaitable[asyncpg.Pool]:
+        return db.create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=settings.db_pool_max_size,
+            connect_timeout=settings.db_timeout_seconds,
+            statement_timeout=settings.db_timeout_seconds,
+            application_name="commons-users-api",
+            transaction_pooler=settings.database_transaction_pooler,
+        )
+
+    app[POOL] = await pool(settings.database_url.get_secret_value(), min_size=settings.db_pool_min_size)
+    # A replica's pool connects when first used, by its first check: one that is down does not stop the API.
+    replicas = await open_replicas(
+        [url.get_secret_value() for url in settings.database_replica_urls], partial(pool, min_size=0)
     )
+    app[DATABASES] = Databases(app[POOL], replicas, max_lag=settings.database_replica_max_lag_seconds)
+    checks = asyncio.create_task(app[DATABASES].check_forever(settings.database_replica_check_seconds))
     yield
-    await app[POOL].close()
+    checks.cancel()
+    for closing in (*[replica.pool for replica in replicas], app[POOL]):
+        await closing.close()
 
 
 @public
@@ -110,6 +130,7 @@ def create_app(settings: Settings) -> web.Application:
     app[OPENAPI] = build_document(app, title="Commons Users API", version=version("commons-users"))
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(shared_redis)
+    app.cleanup_ctx.append(written_positions)
     app.cleanup_ctx.append(ratelimit.rate_limiter)
     app.cleanup_ctx.append(stream_caps)
     app.cleanup_ctx.append(update_stream_hub)

@@ -14,8 +14,9 @@ from yarl import URL
 from core import jsontext
 from core.errors import Forbidden, Unauthenticated
 from core.sessions import Session, find_session, hash_session_id
-from service.keys import POOL, SESSION, SETTINGS
+from service.keys import SESSION, SETTINGS
 from service.proxies import client
+from service.read_your_writes import read
 
 # Where a session id may come from, in the order they are read (README: "Authentication and sessions").
 SESSION_COOKIE = "session"
@@ -120,9 +121,15 @@ async def _required_session_id(request: web.Request) -> tuple[str, bool]:
     return session_id, from_cookie
 
 
+def _user_of(session: Session | None) -> str | None:
+    return None if session is None else session.user_id
+
+
 async def authenticate(request: web.Request) -> Session:
     session_id, from_cookie = await _required_session_id(request)
-    session = await find_session(request.app[POOL], session_id)
+    # On a replica when one has the user's last write; a session unknown there (one opened a moment ago?) is
+    # looked for on the primary.
+    session: Session | None = await read(request, lambda db: find_session(db, session_id), _user_of)
     if session is None:
         raise Unauthenticated("The session is unknown or has expired.")
     if from_cookie and request.method in _UNSAFE_METHODS:

@@ -26,7 +26,7 @@ from consumers.main import consume
 from core import audit as drift_audit
 from core import db, sessions, users
 from core.observability import configure_logging, tune_garbage_collector
-from core.settings import Settings
+from core.settings import Settings, redact_dsn
 from service.access_log import AccessLogger
 from service.app import create_app
 
@@ -37,13 +37,16 @@ def _settings() -> Settings:
     try:
         return Settings()  # jwt_secret comes from the environment
     except ValidationError as exc:
-        print(f"commons-users: bad configuration:\n{exc}", file=sys.stderr)
+        # By variable, without the values given: a URL may hold a password, a key is a secret.
+        errors = exc.errors(include_url=False, include_input=False)
+        details = "\n".join(f"  {str(error['loc'][0]).upper()}: {error['msg']}" for error in errors)
+        print(f"commons-users: bad configuration:\n{details}", file=sys.stderr)
         sys.exit(2)  # as for a bad option
 
 
 def migrate(args: argparse.Namespace, settings: Settings) -> None:
-    log.info("migrating %s", settings.database_url_for_logs)
-    db.migrate(settings.database_url.get_secret_value())
+    log.info("migrating %s", redact_dsn(settings.direct_dsn))
+    db.migrate(settings.direct_dsn)  # dbmate's lock belongs to its session: never through a transaction pooler
 
 
 def api(args: argparse.Namespace, settings: Settings) -> None:
@@ -65,8 +68,17 @@ def api(args: argparse.Namespace, settings: Settings) -> None:
     )
 
 
+async def _pool(settings: Settings) -> asyncpg.Pool:
+    return await db.create_pool(
+        settings.database_url.get_secret_value(),
+        min_size=1,
+        max_size=1,
+        transaction_pooler=settings.database_transaction_pooler,
+    )
+
+
 async def _open_session(settings: Settings, user_id: str) -> str | None:
-    pool = await db.create_pool(settings.database_url.get_secret_value(), min_size=1, max_size=1)
+    pool = await _pool(settings)
     try:
         if not await users.user_exists(pool, user_id):
             return None
@@ -118,7 +130,7 @@ def audit(args: argparse.Namespace, settings: Settings) -> None:
 
 
 async def _audit(args: argparse.Namespace, settings: Settings) -> drift_audit.Summary:
-    pool = await db.create_pool(settings.database_url.get_secret_value(), min_size=1, max_size=1)
+    pool = await _pool(settings)
     try:
         return await drift_audit.audit(
             pool,

@@ -16,9 +16,10 @@ from core.sessions import Session
 from core.text import Identifier
 from service import ratelimit
 from service.auth import presented_hash
-from service.keys import CURSORS, POOL, SESSION
+from service.keys import CURSORS, SESSION
 from service.models import PageMeta
 from service.problems import invalid_input
+from service.read_your_writes import read
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -101,7 +102,11 @@ async def fetch_for_session(request: web.Request, statement: str, *args: Any) ->
     $2) on a route marked session_checked_in_statement: 401 when the session is unknown or has
     expired, counted by the rate limit, and 403 when the path names another user, as on every
     other route."""
-    rows = await request.app[POOL].fetch(statement, presented_hash(request), *args)
+    rows = await read(
+        request,
+        lambda db: db.fetch(statement, presented_hash(request), *args),
+        lambda rows: rows[0]["session_user_id"] if rows else None,
+    )
     if not rows:
         raise Unauthenticated("The session is unknown or has expired.")
     user_id = rows[0]["session_user_id"]

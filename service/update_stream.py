@@ -130,7 +130,7 @@ class Hub:
         settings = self._settings
         check = settings.update_stream_listen_check_seconds
         conn = await db.connect_watched(
-            settings.listen_dsn,
+            settings.direct_dsn,
             connect_timeout=settings.db_timeout_seconds,
             answer_within=check,
             application_name="commons-users-api-stream",

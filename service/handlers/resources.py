@@ -14,6 +14,7 @@ from service.http import decode_cursor, document_page, fetch_for_session, own_se
 from service.keys import POOL
 from service.models import FavoriteRequest, PageQuery, ResourcePage, ResourcesQuery
 from service.openapi import PathParameter, operation
+from service.read_your_writes import wrote
 
 USER_ID = PathParameter("userId", "The session's own user id.")
 RESOURCE_ID = PathParameter("resourceId", "A resource id.")
@@ -110,6 +111,7 @@ async def add_favorite(request: web.Request) -> web.Response:
                 [FieldError(field="resourceId", location="body", message="unknown resource")],
             )
         rows = await favorites.all_favorites(conn, session.user_id)
+    await wrote(request, session.user_id)
     return resource_page(request, rows, len(rows), "favorites", status=201)
 
 
@@ -124,4 +126,5 @@ async def add_favorite(request: web.Request) -> web.Response:
 async def remove_favorite(request: web.Request) -> web.Response:
     session = own_session(request)
     await favorites.remove_favorite(request.app[POOL], session.user_id, path_id(request, "resourceId"))
+    await wrote(request, session.user_id)
     return web.Response(status=204)

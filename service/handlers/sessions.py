@@ -15,6 +15,7 @@ from service.http import json_response, parse_body
 from service.keys import POOL, SESSION, SETTINGS
 from service.models import CreatedSession, SessionInfo, SessionRequest
 from service.openapi import PathParameter, operation
+from service.read_your_writes import wrote
 
 # A session id as core.sessions.open_session makes it: 256 random bits in unpadded base64url. The
 # `{id}` of a session must be the one in use, so no other string is ever served.
@@ -38,6 +39,7 @@ async def create_session(request: web.Request) -> web.Response:
     assert body is not None
     claims = sessions.verify_token(body.jwt_token, settings)
     session_id, session = await sessions.create_session(request.app[POOL], claims, settings.session_ttl_seconds)
+    await wrote(request, session.user_id)
     info = SessionInfo.model_validate(session, from_attributes=True)
     response = json_response(CreatedSession(session_id=session_id, **info.model_dump()), status=201)
     response.set_cookie(
@@ -95,6 +97,7 @@ def _check_cookie_logout(request: web.Request) -> None:
 async def logout(request: web.Request) -> web.Response:
     _check_cookie_logout(request)
     await sessions.end_session(request.app[POOL], request[SESSION])
+    await wrote(request, request[SESSION].user_id)
     response = web.Response(status=204)
     response.del_cookie(SESSION_COOKIE, path="/api")
     return response

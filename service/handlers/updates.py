@@ -22,6 +22,7 @@ from service.http import (
 from service.keys import POOL
 from service.models import IgnoreRequest, PageQuery, Update, UpdatePage
 from service.openapi import operation
+from service.read_your_writes import wrote
 
 
 @operation(
@@ -73,4 +74,5 @@ async def ignore_update(request: web.Request) -> web.Response:
     body = await parse_body(request, IgnoreRequest, required=False)
     course_ids = body.course_ids if body is not None else None
     await updates.ignore_update(request.app[POOL], session.user_id, path_id(request, "resourceId"), course_ids)
+    await wrote(request, session.user_id)
     return web.Response(status=204)

@@ -7,9 +7,10 @@ from aiohttp import web
 from core import users
 from core.errors import Forbidden, NotFound
 from service.http import decode_cursor, json_response, parse_query, path_id
-from service.keys import CURSORS, POOL, SESSION
+from service.keys import CURSORS, SESSION
 from service.models import PageMeta, Profile, UserPage, UserSearchQuery, UserSummary
 from service.openapi import PathParameter, operation
+from service.read_your_writes import read
 
 MIN_QUERY_LENGTH = 3
 
@@ -24,7 +25,9 @@ MIN_QUERY_LENGTH = 3
 async def get_profile(request: web.Request) -> web.Response:
     session = request[SESSION]
     user_id = path_id(request, "userId")
-    row = await users.canvas_identity(request.app[POOL], user_id, session.account_id)
+    row = await read(
+        request, lambda db: users.canvas_identity(db, user_id, session.account_id), lambda _: session.user_id
+    )
     if row is None:
         raise NotFound(f"No user {user_id!r} in your account.")
     if row["canvas_user_id"] is None or row["canvas_api_domain"] is None:
@@ -51,7 +54,11 @@ async def search_users(request: web.Request) -> web.Response:
     after = decode_cursor(request, query.cursor, "users", str, str)
     if len(query.q) < MIN_QUERY_LENGTH:
         return json_response(UserPage(items=[], meta=PageMeta(cursor=None)))
-    page = await users.search_users(request.app[POOL], session.account_id, query.q, after, query.size)
+    page = await read(
+        request,
+        lambda db: users.search_users(db, session.account_id, query.q, after, query.size),
+        lambda _: session.user_id,
+    )
     # The cursor is where the page's search stopped: after its last item, or after the last user it
     # walked past when it found fewer (README: "Data model", user search).
     cursor = None if page.after is None else request.app[CURSORS].encode("users", *page.after)

@@ -36,7 +36,10 @@ async def test_session_command_refuses_an_unknown_user(pool, database_url):
     assert await pool.fetchval("SELECT count(*) FROM sessions") == 0
 
 
-def test_bad_configuration_is_reported_without_a_traceback(database_url):
-    result = run("migrate", DATABASE_URL=database_url, JWT_SECRET="short")
-    assert result.returncode != 0
-    assert "jwt_secret" in result.stderr and "Traceback" not in result.stderr
+def test_bad_configuration_is_reported_by_variable_without_its_value_nor_a_traceback(database_url):
+    replica = "http://reader:replica-password@replica/db"
+    result = run("migrate", DATABASE_URL=database_url, JWT_SECRET="short-secret", DATABASE_REPLICA_URLS=replica)
+    assert result.returncode == 2
+    assert "JWT_SECRET:" in result.stderr and "DATABASE_REPLICA_URLS:" in result.stderr
+    assert "short-secret" not in result.stderr and "replica-password" not in result.stderr
+    assert "Traceback" not in result.stderr

@@ -250,7 +250,9 @@ def test_rendering_without_existing_secret_fails_clearly() -> None:
         render({})
 
 
-@pytest.mark.parametrize("secret", ["DATABASE_URL", "JWT_SECRET", "REDIS_URL"])
+@pytest.mark.parametrize(
+    "secret", ["DATABASE_URL", "DATABASE_LISTEN_URL", "DATABASE_REPLICA_URLS", "JWT_SECRET", "REDIS_URL"]
+)
 def test_secrets_are_refused_in_config(secret: str) -> None:
     with pytest.raises(helm_python.HelmError, match=f"config.{secret} is a secret"):
         render({**REQUIRED, "config": {secret: "do-not-put-me-here"}})
@@ -262,6 +264,9 @@ def test_secrets_are_referenced_never_inlined(manifests: list[dict[str, Any]]) -
             env = env_of(container)
             for key in ("DATABASE_URL", "JWT_SECRET"):
                 assert env[key]["valueFrom"] == {"secretKeyRef": {"name": SECRET, "key": key}}, name
+            # Optional keys: a Secret without them leaves the variables unset, and the service's defaults apply.
+            for key in ("DATABASE_LISTEN_URL", "DATABASE_REPLICA_URLS"):
+                assert env[key]["valueFrom"] == {"secretKeyRef": {"name": SECRET, "key": key, "optional": True}}, name
     assert find(manifests, "Secret") == []
     configmap = one(manifests, "ConfigMap")
     assert not {"DATABASE_URL", "JWT_SECRET"} & set(configmap["data"]), configmap["data"]

@@ -83,7 +83,7 @@ hook runs, so that Job gets a twin of its own (templates/migrations/serviceaccou
 
 {{/* The non-secret settings, without empty values (so the service's defaults apply). */}}
 {{- define "commons-users.config" -}}
-{{- range $name := list "DATABASE_URL" "JWT_SECRET" "REDIS_URL" }}
+{{- range $name := list "DATABASE_URL" "DATABASE_LISTEN_URL" "DATABASE_REPLICA_URLS" "JWT_SECRET" "REDIS_URL" }}
 {{- if hasKey $.Values.config $name }}
 {{- fail (printf "config.%s is a secret: put it in the Secret named by existingSecret" $name) }}
 {{- end }}
@@ -147,6 +147,15 @@ volumeMounts:
     secretKeyRef:
       name: {{ $secret }}
       key: JWT_SECRET
+{{- /* Optional: the primary reached directly, past a transaction-mode pooler; the read replicas. */}}
+{{- range $name := list "DATABASE_LISTEN_URL" "DATABASE_REPLICA_URLS" }}
+- name: {{ $name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $name }}
+      optional: true
+{{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
