@@ -10,7 +10,7 @@ PORT ?= 8080
 run: export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/commons_users
 run: export JWT_SECRET ?= local-development-secret-not-for-production
 
-.PHONY: run test test-long lint install bench bench-tools edge-tools clean
+.PHONY: run test test-long lint install bench bench-tools edge-tools pooler-tools clean
 
 # The benchmarks' peers (bench/peers/README.md) live in a virtualenv of their own.
 PEERS := .venv-peers
@@ -40,6 +40,18 @@ edge-tools:
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
 		(apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null)
 
+# PgBouncer, in front of the test cluster's primary in tests/cluster.py, from Debian's packages when
+# it is missing. The package would start a system pgbouncer on port 6432: a policy-rc.d that denies
+# it (unless one is already there) during the install, and the service stopped after.
+pooler-tools:
+	@command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer || ( \
+		policy=/usr/sbin/policy-rc.d; ours=; \
+		test -e $$policy || { printf '#!/bin/sh\nexit 101\n' >$$policy && chmod +x $$policy && ours=1; }; \
+		apt-get update -qq && apt-get install -y -qq pgbouncer >/dev/null; status=$$?; \
+		test -z "$$ours" || rm -f $$policy; \
+		test ! -x /etc/init.d/pgbouncer || /etc/init.d/pgbouncer stop >/dev/null 2>&1 || true; \
+		exit $$status)
+
 run: $(STAMP)
 	$(BIN)/python -m devtools.run --port $(PORT)
 
@@ -50,11 +62,11 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint bench-tools edge-tools $(PEERS_STAMP)
+test: lint bench-tools edge-tools pooler-tools $(PEERS_STAMP)
 	$(BIN)/python -m pytest
 
 # The longer forms of the fault tests (docs/reliability.md); not part of `make test`.
-test-long: $(STAMP) edge-tools
+test-long: $(STAMP) edge-tools pooler-tools
 	$(BIN)/python -m pytest -m long
 
 # Every benchmark beside its baselines; writes bench/RESULTS.md (bench/README.md).

@@ -1,6 +1,7 @@
 """Fixtures every kind of test shares: a throwaway, migrated database per test run, emptied before
 every test, and empty ones on demand; the app served over real HTTP by aiohttp's test server; a
-Kafka-protocol broker, and settings giving each test topics and a consumer group of its own."""
+Kafka-protocol broker, and settings giving each test topics and a consumer group of its own; a
+streaming-replication cluster with PgBouncer."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from yarl import URL
 from core import db
 from core.settings import Settings
 from service.app import create_app
-from tests.factories import make_settings
+from tests.cluster import Replicated, replicated
+from tests.factories import empty_tables, make_settings
 from tests.services import kafka_broker, postgres_server
 
 
@@ -64,11 +66,7 @@ def empty_database(database_url: str) -> Iterator[str]:
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await db.create_pool(database_url, min_size=1, max_size=8)
-    tables = await pool.fetch(
-        "SELECT quote_ident(tablename) AS name FROM pg_tables "
-        "WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
-    )
-    await pool.execute(f"TRUNCATE {', '.join(t['name'] for t in tables)}")
+    await empty_tables(pool)
     yield pool
     await pool.close()
 
@@ -82,6 +80,14 @@ def settings(database_url: str) -> Settings:
 async def client(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[TestClient]:
     async with TestClient(TestServer(create_app(settings)), cookie_jar=aiohttp.DummyCookieJar()) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Replicated]:
+    """A streaming-replication cluster of the tests' own (tests/cluster.py), started when a test
+    first asks for it, for the rest of the run."""
+    with replicated() as setup:
+        yield setup
 
 
 @pytest.fixture(scope="session")

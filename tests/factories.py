@@ -4,6 +4,7 @@ same code the consumer runs."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+import secrets
 from typing import Any
 from uuid import uuid4
 
@@ -18,8 +19,35 @@ JWT_SECRET = "test-jwt-secret-" + "s" * 16
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
+# Redis keys of this run's own: other runs may share the Redis.
+REDIS_PREFIX = f"commons-users-test-{secrets.token_hex(4)}:"
+# How the apps of the tests reach a database, by the URL of its primary, when not directly: read
+# replicas, a pooler (tests/api/conftest.py).
+TOPOLOGIES: dict[str, dict[str, Any]] = {}
+
+
 def make_settings(database_url: str, **overrides: Any) -> Settings:
-    return Settings(_env_file=None, database_url=database_url, jwt_secret=JWT_SECRET, **overrides)
+    return Settings(
+        _env_file=None,
+        **{
+            "database_url": database_url,
+            "jwt_secret": JWT_SECRET,
+            "rate_limit_key_prefix": REDIS_PREFIX + "rate-limit:",
+            "update_stream_key_prefix": REDIS_PREFIX + "update-streams:",
+            "written_positions_key_prefix": REDIS_PREFIX + "written:",
+            **TOPOLOGIES.get(database_url, {}),
+            **overrides,
+        },
+    )
+
+
+async def empty_tables(pool: asyncpg.Pool) -> None:
+    """Empty every table but the migrations' record."""
+    tables = await pool.fetch(
+        "SELECT quote_ident(tablename) AS name FROM pg_tables "
+        "WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
+    )
+    await pool.execute(f"TRUNCATE {', '.join(t['name'] for t in tables)}")
 
 
 def at(minutes: float) -> datetime:

@@ -77,7 +77,7 @@ def environment(settings: Settings, **extra: str) -> dict[str, str]:
         elif isinstance(value, bool):
             value = str(value).lower()
         elif isinstance(value, list):
-            value = ",".join(value)
+            value = ",".join(item.get_secret_value() if isinstance(item, SecretStr) else str(item) for item in value)
         env[name.upper()] = str(value)
     return {**env, "LOG_FORMAT": "json", "CONSUMER_HEALTH_PORT": "0", **extra}
 
