@@ -9,13 +9,13 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 import logging
 
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
 from consumers import metrics
-from consumers.topics import dead_letter_topic, partition_name
+from consumers.topics import dead_letter_topic
 from core.events import EVENT_ADAPTER, KNOWN_TYPES, SUPPORTED_SCHEMA_VERSIONS, Envelope, Event, partition_key
 
 log = logging.getLogger(__name__)
@@ -119,8 +119,8 @@ class DeadLetters:
             raise DeadLetterFailed(f"{type(exc).__name__}: {exc}") from exc
         for failure in failures:
             record = failure.record
-            where = partition_name(TopicPartition(record.topic, record.partition))
-            log.warning("dead-lettered %s offset %d: %s", where, record.offset, failure.failure)
+            # As `commons-users dlq show` names it (README: "Dead letters").
+            log.warning("dead-lettered %s/%d/%d: %s", record.topic, record.partition, record.offset, failure.failure)
             metrics.DEAD_LETTERED.labels(record.topic).inc()
 
     @staticmethod

@@ -63,7 +63,9 @@ async def test_events_become_what_users_see(consumer, consumer_settings, client,
     assert moved(APPLIED) == 7
 
 
-async def test_poison_messages_are_dead_lettered_and_the_good_ones_applied(consumer, consumer_settings, pool, moved):
+async def test_poison_messages_are_dead_lettered_and_the_good_ones_applied(
+    consumer, consumer_settings, pool, moved, caplog
+):
     topic = consumer_settings.kafka_resource_topic
     good: list[Event] = [published("r1", 1), imported("u1", "r1", "c1", at(1)), published("r1", 2, at_time=at(5))]
     unknown_type = {**document(good[0]), "type": "resource.renamed"}
@@ -103,6 +105,9 @@ async def test_poison_messages_are_dead_lettered_and_the_good_ones_applied(consu
         headers = dict(record.headers)
         assert headers["source-topic"] == topic.encode() and record.key == b"r1"
         assert int(headers["source-offset"]) in range(8)
+        # The log names each as `commons-users dlq show` takes it.
+        name = f"{topic}/{headers['source-partition'].decode()}/{headers['source-offset'].decode()}"
+        assert f"dead-lettered {name}: " in caplog.text
     assert moved(SKIPPED, type="unknown") == 1
     assert sum((await stored_offsets(pool, consumer_settings)).values()) == 8
 

@@ -20,17 +20,28 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The wheel, and what its build printed (verbose: setuptools' warnings included)."""
     out = tmp_path_factory.mktemp("wheel")
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(out), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--verbose", "--no-deps", "--wheel-dir", str(out), str(ROOT)],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert built.returncode == 0, built.stdout + built.stderr
     (found,) = out.glob("commons_users-*.whl")
-    return found
+    return found, built.stdout + built.stderr
+
+
+@pytest.fixture(scope="module")
+def wheel(build: tuple[Path, str]) -> Path:
+    return build[0]
+
+
+def test_the_build_warns_of_nothing(build: tuple[Path, str]) -> None:
+    output = build[1]
+    assert "Warning:" not in output, output  # setuptools' own, e.g. a package left out of the configuration
 
 
 def test_the_wheel_holds_the_package_and_its_migrations_only(wheel: Path) -> None:
