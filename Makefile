@@ -10,7 +10,7 @@ PORT ?= 8080
 run: export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/commons_users
 run: export JWT_SECRET ?= local-development-secret-not-for-production
 
-.PHONY: run test test-long lint install bench bench-tools edge-tools pooler-tools clean
+.PHONY: run test test-long lint install bench bench-tools edge-tools pooler-tools browser-tools clean
 
 # The benchmarks' peers (bench/peers/README.md) live in a virtualenv of their own.
 PEERS := .venv-peers
@@ -52,6 +52,12 @@ pooler-tools:
 		test ! -x /etc/init.d/pgbouncer || /etc/init.d/pgbouncer stop >/dev/null 2>&1 || true; \
 		exit $$status)
 
+# Chromium, the browser of tests/api/test_docs_in_a_browser.py (driven by Playwright, which downloads
+# no browser of its own), from Debian's packages when it is missing.
+browser-tools:
+	@command -v chromium >/dev/null || test -x /usr/bin/chromium || \
+		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
 run: $(STAMP)
 	$(BIN)/python -m devtools.run --port $(PORT)
 
@@ -62,11 +68,11 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint bench-tools edge-tools pooler-tools $(PEERS_STAMP)
+test: lint bench-tools edge-tools pooler-tools browser-tools $(PEERS_STAMP)
 	$(BIN)/python -m pytest
 
 # The longer forms of the fault tests (docs/reliability.md); not part of `make test`.
-test-long: $(STAMP) edge-tools pooler-tools
+test-long: $(STAMP) edge-tools pooler-tools browser-tools
 	$(BIN)/python -m pytest -m long
 
 # Every benchmark beside its baselines; writes bench/RESULTS.md (bench/README.md).

@@ -14,7 +14,7 @@ from core import db
 from core.observability import health_response, metrics_response, observe_pool
 from core.replicas import Databases, open_replicas
 from core.settings import Settings
-from service import auth, observability, ratelimit
+from service import auth, docs, observability, ratelimit
 from service.access_log import keep_request_bytes_out_of_server_errors
 from service.auth import public
 from service.cursors import CursorCodec
@@ -106,6 +106,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post("/api/users/{userId}/favorites", resources.add_favorite)
     router.add_delete("/api/users/{userId}/favorites/{resourceId}", resources.remove_favorite)
     router.add_get("/api/openapi.json", openapi_document)
+    docs.add_routes(router)  # the document in a browser, at /api/docs
     router.add_get("/healthz", healthz)
     router.add_get("/readyz", readyz)
     router.add_get("/metrics", metrics)
