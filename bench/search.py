@@ -8,6 +8,7 @@ filled (never analyzed) and then analyzed.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 
@@ -64,7 +65,8 @@ async def run(profile: harness.Profile) -> dict[str, Any]:
                 for text_class, text in search_plans.TEXTS.items():
                     load = harness.wrk(
                         base,
-                        f"/api/users?q={text}&size=24",
+                        # wrk's script formats the path (string.format): its % are doubled.
+                        f"/api/users?q={quote(text)}&size=24".replace("%", "%%"),
                         sessions_file,
                         connections=min(profile.connections, 16),
                         seconds=profile.seconds / 2,

@@ -16,7 +16,11 @@ account is grouped by first name), e-mails `first.lastN@school.edu`, one in eigh
 - common late: `ann`, the four first names that hold it sort last (a twelfth of the account, none
   among its first 87.5 %: 875,000 names of 1,000,000);
 - rare: `qzx`, five users (a last name);
-- absent: `zzzq`.
+- rare, common trigrams: `42424@staff`, ten users (e-mail numbers ending in 42424 are all at the
+  staff domain), though each of its trigrams is in thousands: `424` and `242` in some 4,000 users,
+  `24 ` (a word ending in 24) in 10,000, those of `staff` in 125,000, `  s` in every one;
+- absent: `zzzq`;
+- absent, common trigrams: `edu ada`, whose trigrams every Ada or Adam holds (40,000 users).
 
 For each state and class it reads the first three pages of 25 (following the cursor) and prints, per
 page: the items and whether a cursor follows, the statements run (one), the rows read (the rows out of
@@ -64,7 +68,14 @@ LAST_NAMES = (
     "Okafor Persson Quist Rossi Silva Tanaka Urban Vogel Weber Young"
 )
 RARE_LAST_NAME = "Qzxwell"
-TEXTS = {"common early": "staff", "common late": "ann", "rare": "qzx", "absent": "zzzq"}
+TEXTS = {
+    "common early": "staff",
+    "common late": "ann",
+    "rare": "qzx",
+    "rare, common trigrams": "42424@staff",
+    "absent": "zzzq",
+    "absent, common trigrams": "edu ada",
+}
 
 # User n of an account: a first and a last name drawn by hashes of n; five users of the account
 # have the rare last name, one in eight an e-mail at the staff domain.
@@ -244,13 +255,13 @@ def report(results: list[dict[str, Any]], users: int) -> str:
         f"User search, {users:,} users in the account, pages of {PAGE_SIZE} (rows read: at most {ROW_LIMIT:,})",
         "",
     ]
-    header = f"{'state':<9} {'class':<13} {'text':<6} {'page':>4} {'items':>5} {'next':>4} {'stmts':>5} "
+    header = f"{'state':<9} {'class':<23} {'text':<11} {'page':>4} {'items':>5} {'next':>4} {'stmts':>5} "
     header += f"{'rows read':>9} {'buffers':>7} {'explain ms':>10} {'wall ms':>8}  scans"
     lines += [header, "-" * len(header)]
     pages = [r for r in results if "page" in r]
     for r in pages:
         lines.append(
-            f"{r['state']:<9} {r['class']:<13} {r['text']:<6} {r['page']:>4} {r['items']:>5} "
+            f"{r['state']:<9} {r['class']:<23} {r['text']:<11} {r['page']:>4} {r['items']:>5} "
             f"{'yes' if r['next'] else 'no':>4} {r['statements']:>5} {r['rows_read']:>9,} {r['buffers']:>7,} "
             f"{r['explain_ms']:>10.2f} {r['wall_ms']:>8.2f}  {', '.join(r['scans'])}"
         )
@@ -268,7 +279,7 @@ def report(results: list[dict[str, Any]], users: int) -> str:
         for r in results:
             if r["state"] == state and "pages_to_first_match" in r:
                 lines.append(
-                    f"  {r['class']:<13} first match on page {r['pages_to_first_match']:,} "
+                    f"  {r['class']:<23} first match on page {r['pages_to_first_match']:,} "
                     f"({r['seconds_to_first_match']:.2f} s following cursors)"
                 )
     return "\n".join(lines)
