@@ -99,10 +99,10 @@ async def drift(database: str) -> None:
 
 
 async def run(profile: harness.Profile) -> dict[str, Any]:
-    current = f"bench_read_{profile.name}_current"
+    current = f"{harness.PREFIX}_read_{profile.name}_current"
     if not await harness.database_exists(current):
         await read.prepare(profile)
-    name = f"bench_audit_{profile.name}"
+    name = f"{harness.PREFIX}_audit_{profile.name}"
     database = await harness.create_database(name, template=current)
     try:
         connection = await asyncpg.connect(database)

@@ -1,7 +1,10 @@
 """Fan-out: a new version of a resource imported by many users, from the moment it is produced to
 the moment an importer sees it in the API, through a real broker, consumer and API; at several
 sizes, on statistics that predate the imports (stale) and on fresh ones, beside a bare
-INSERT ... SELECT of the same rows.
+INSERT ... SELECT of as many rows. Then the largest size again on tables that already hold 20
+imports and available updates per importer (2,000,000 in the full profile), built set-based, each
+run beside a bare INSERT ... SELECT of the very rows the fan-out wrote into a copy of
+`available_updates` of the same size and indexes, in the same database.
 
     .venv/bin/python -m bench.fanout [--quick]
 """
@@ -18,7 +21,7 @@ import uuid
 import aiohttp
 import asyncpg
 
-from bench import harness
+from bench import fanout_tables, harness
 from consumers import topics
 from core import db
 from core.settings import Settings
@@ -62,20 +65,21 @@ FROM generate_series(1, $1::int) AS n
 """
 
 
-async def prepare(database: str, importers: int, *, stale: bool) -> None:
-    """Version 1 of the resource, and its importers. `stale`: the planner's statistics were taken
-    when nobody had imported it yet (and autovacuum may not refresh them)."""
+async def prepare(database: str, importers: int, *, stale: bool, prefix: str = "fan") -> None:
+    """Version 1 of the resource, and its importers `<prefix>-n`. `stale`: the planner's statistics
+    were taken when nobody had imported it yet (and autovacuum may not refresh them)."""
     connection = await asyncpg.connect(database)
     try:
         await connection.execute("ALTER TABLE imports SET (autovacuum_enabled = false)")
         await connection.execute("ALTER TABLE available_updates SET (autovacuum_enabled = false)")
         await connection.execute("ANALYZE")
-        await connection.execute(IMPORTERS, importers, RESOURCE, "fan")
+        await connection.execute(IMPORTERS, importers, RESOURCE, prefix)
         await connection.execute(
             """
             INSERT INTO users (id, account_id, account_name, name, email, updated_at, event_id)
-            VALUES ('fan-1', 'acct-1', 'District', 'Teacher', 't@example.edu', now(), gen_random_uuid())
-            """
+            VALUES ($1 || '-1', 'acct-1', 'District', 'Teacher', 't@example.edu', now(), gen_random_uuid())
+            """,
+            prefix,
         )
         if not stale:
             await connection.execute("VACUUM ANALYZE")
@@ -88,13 +92,22 @@ async def visible(http: aiohttp.ClientSession, url: str, session_id: str, versio
         return response.status == 200 and (await response.json())["versionId"] == version_id
 
 
-async def one(importers: int, *, stale: bool) -> dict[str, float]:
+async def one(importers: int, *, stale: bool, template: str | None = None) -> dict[str, float]:
     """Produce version 1 (waiting until it is applied), then version 2; seconds until importer
-    `fan-1` sees version 2, and the rows the fan-out wrote."""
-    name = f"bench_fanout_{importers}_{'stale' if stale else 'fresh'}"
-    database = await harness.create_database(name)
+    `fan-1` sees version 2, and the rows the fan-out wrote. On a copy of the `template`, whose
+    users `u-n` are the importers (`u-1` is watched): also the seconds until the commit, the WAL
+    written from the produce on, and the reference (the same rows into its copy of the table)."""
+    name = f"{harness.PREFIX}_fanout_{importers}_{'stale' if stale else 'fresh'}{'_large' if template else ''}"
+    prefix = "u" if template else "fan"
+    if template:
+        await harness.drop_database(name)
+        await harness._admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY')
+        database = harness.database_url(name)
+    else:
+        database = await harness.create_database(name)
     try:
-        db.migrate(database)
+        if not template:
+            db.migrate(database)
         pool = await db.create_pool(database, min_size=1, max_size=2)
         with ExitStack() as stack:
             bootstrap = stack.enter_context(tansu_broker())
@@ -116,30 +129,42 @@ async def one(importers: int, *, stale: bool) -> dict[str, float]:
             stack.enter_context(
                 harness.process([str(harness.ROOT / ".venv/bin/python"), "-m", "service", "consumer"], env)
             )
-            while await pool.fetchval("SELECT count(*) FROM resources") == 0:
+            while not await pool.fetchval("SELECT EXISTS (SELECT FROM resources WHERE id = $1)", RESOURCE):
                 await asyncio.sleep(0.05)
-            await prepare(database, importers, stale=stale)
+            await prepare(database, importers, stale=stale, prefix=prefix)
             from core import sessions
 
-            session_id = await sessions.open_session(pool, "fan-1", 3600)
+            session_id = await sessions.open_session(pool, f"{prefix}-1", 3600)
             base = stack.enter_context(harness.service_api(harness.ROOT / ".venv/bin/python", database))
-            url = f"{base}/api/users/fan-1/updates/{RESOURCE}"
+            url = f"{base}/api/users/{prefix}-1/updates/{RESOURCE}"
+            if template:  # the fan-out and the reference each start right after a checkpoint
+                await pool.execute("CHECKPOINT")
+            lsn, stop, seen = await pool.fetchval(fanout_tables.WAL_POSITION), asyncio.Event(), fanout_tables.Seen()
+            watching = asyncio.create_task(fanout_tables.watch(pool, seen, stop) if template else stop.wait())
             async with aiohttp.ClientSession() as http:
-                produced = time.perf_counter()
+                produced, produced_at = time.perf_counter(), time.time()
                 await topics.produce_documents(settings, [version_event(2)])
                 while not await visible(http, url, session_id, f"{RESOURCE}-v2"):
                     await asyncio.sleep(0.005)
                 seconds = time.perf_counter() - produced
-            rows = await pool.fetchval("SELECT count(*) FROM available_updates")
+            stop.set()
+            await watching
+            figures = {"seconds": round(seconds, 3), "rows": await pool.fetchval(fanout_tables.ROWS, RESOURCE)}
+            if template:
+                figures |= fanout_tables.steps(
+                    seen, produced_at, await pool.fetchval(fanout_tables.COMMITTED, RESOURCE)
+                )
+                figures["wal_mb"] = round((await pool.fetchval(fanout_tables.WAL_POSITION) - lsn) / 1e6, 1)
+                figures |= await fanout_tables.reference(pool, RESOURCE)
         await pool.close()
-        return {"seconds": round(seconds, 3), "rows": rows}
+        return figures
     finally:
         await harness.drop_database(name)
 
 
 async def bare_insert(importers: int) -> float:
     """Seconds for INSERT ... SELECT of as many available_updates rows (the physical limit)."""
-    name = f"bench_fanout_bare_{importers}"
+    name = f"{harness.PREFIX}_fanout_bare_{importers}"
     database = await harness.create_database(name)
     try:
         db.migrate(database)
@@ -173,6 +198,27 @@ async def run(profile: harness.Profile) -> dict[str, Any]:
                 importers, stale=stale
             )
         result[f"{importers} rows, bare INSERT ... SELECT"] = {"seconds": await bare_insert(importers)}
+    result |= await large(profile.fanout_importers)
+    return result
+
+
+async def large(importers: int, runs: int = 1) -> dict[str, Any]:
+    """The fan-out on the large tables (fanout_tables), stale and fresh statistics in turns, each
+    beside its reference. The keys name no importers: bench/report.py reads those of `run`."""
+    template = f"{harness.PREFIX}_fanout_{importers}_large_template"
+    result: dict[str, Any] = {}
+    try:
+        result[f"large tables: {importers * fanout_tables.OTHER} rows"] = await fanout_tables.build(template, importers)
+        for n in range(runs):
+            for stale in (True, False):
+                figures = await one(importers, stale=stale, template=template)
+                figures["ratio"] = round(figures["seconds"] / figures["reference_seconds"], 2)
+                if "refresh_cpu_seconds" in figures and figures.get("reference_cpu_seconds"):
+                    figures["cpu_ratio"] = round(figures["refresh_cpu_seconds"] / figures["reference_cpu_seconds"], 2)
+                key = f"beside {importers * fanout_tables.OTHER} rows, {'stale' if stale else 'fresh'} statistics"
+                result[key + (f" ({n + 1})" if runs > 1 else "")] = figures
+    finally:
+        await harness.drop_database(template)
     return result
 
 

@@ -40,7 +40,7 @@ import aiohttp
 from aiokafka import AIOKafkaProducer
 import asyncpg
 
-from bench.harness import FULL, QUICK, WORK, Profile, drop_database, free_port, process, service_env
+from bench.harness import FULL, PREFIX, QUICK, WORK, Profile, drop_database, free_port, process, service_env
 from bench.streams import (
     PARTITIONS,
     T0,
@@ -222,7 +222,7 @@ async def run(profile: Profile, *, consumer_env: dict[str, str] | None = None) -
     probe_resources = list(range(background, background + 1 + profile.freshness_events + steady_probes))
     warm_up, idle_resources = probe_resources[0], probe_resources[1 : 1 + profile.freshness_events]
     steady_resources = probe_resources[1 + profile.freshness_events :]
-    name = f"bench_freshness_{secrets.token_hex(3)}"
+    name = f"{PREFIX}_freshness_{secrets.token_hex(3)}"
     database = await migrated_database(name)
     try:
         session = await prepare(database, probe_resources[-1] + 1)

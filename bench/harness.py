@@ -31,12 +31,12 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".bench"
 JWT_SECRET = "bench-jwt-secret-" + "x" * 32
 SERVER_URL = os.environ.get("BENCH_DATABASE_SERVER", "postgresql://postgres@127.0.0.1:5432/postgres")
+PREFIX = os.environ.get("BENCH_DATABASE_PREFIX", "bench")  # of every database's name; each test run has its own
 
 
 @dataclass(frozen=True)
 class Profile:
-    """How big and how long: `full` for bench/RESULTS.md, `quick` for the test that checks that
-    every benchmark runs."""
+    """How big and how long: `full` for bench/RESULTS.md, `quick` for the tests (does each run?)."""
 
     name: str
     users: int  # users with available updates (read path)
@@ -50,6 +50,7 @@ class Profile:
     memory_events: int
     memory_seconds: float
     idle_streams: int  # live update streams held by one API process
+    side_by_side: bool = True  # the baseline release and the peers (.venv-peers) too; not in the quick profile
 
 
 FULL = Profile(
@@ -79,6 +80,7 @@ QUICK = Profile(
     memory_events=5_000,
     memory_seconds=3,
     idle_streams=200,
+    side_by_side=False,
 )
 
 

@@ -21,7 +21,8 @@ says, then measures:
     The time from process start (the group join: Tansu holds a join for half the session timeout)
     is reported beside it;
 (e) `quix`: the Quix Streams PostgreSQL sink (bench/peers/quix_imports.py) from `.venv-peers`,
-    when that venv exists, events/s as it reports them (first record consumed to last commit).
+    when that venv exists, events/s as it reports them (first record consumed to last commit);
+    not in the quick profile, which reports it skipped.
 
 It prints one JSON object: the figures, and the service's rate over each reference's (`ratios`:
 `service/copy` and `service/quix` are DESIGN §6's, ≥ 0.25 and ≥ 4). `--profile-consumer FILE`
@@ -47,6 +48,7 @@ import asyncpg
 
 from bench.harness import (
     FULL,
+    PREFIX,
     QUICK,
     ROOT,
     WORK,
@@ -194,7 +196,7 @@ async def run(
     WORK.mkdir(exist_ok=True)
     events = import_events(profile.ingest_events)
     rows = final_rows(events)
-    name = f"bench_ingest_{secrets.token_hex(3)}"
+    name = f"{PREFIX}_ingest_{secrets.token_hex(3)}"
     database = await migrated_database(name)
     try:
         await seed_resources(database)
@@ -225,7 +227,9 @@ async def run(
                     profile_idle=profile_idle,
                     env=consumer_env,
                 )
-            if "quix" in only:
+            if "quix" in only and not profile.side_by_side:
+                results["quix"] = {"skipped": "quick run: the peers are measured by `make bench`"}
+            elif "quix" in only:
                 results["quix"] = await quix_ingest(database, bootstrap, topics.resource, len(rows))
     finally:
         await drop_database(name)

@@ -30,7 +30,7 @@ from typing import Any
 
 import asyncpg
 
-from bench.harness import FULL, QUICK, WORK, Profile, drop_database, free_port, process, service_env, wrk
+from bench.harness import FULL, PREFIX, QUICK, WORK, Profile, drop_database, free_port, process, service_env, wrk
 from bench.streams import (
     RESOURCES,
     T0,
@@ -166,7 +166,7 @@ async def api_memory(database: str, profile: Profile) -> dict[str, Any]:
 
 async def run(profile: Profile) -> dict[str, Any]:
     WORK.mkdir(exist_ok=True)
-    name = f"bench_memory_{secrets.token_hex(3)}"
+    name = f"{PREFIX}_memory_{secrets.token_hex(3)}"
     database = await migrated_database(name)
     try:
         await seed_resources(database)

@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 import json
+import os
 from pathlib import Path
 import re
+import shutil
 import subprocess
+import sysconfig
 import tempfile
 from typing import Any
 
@@ -122,59 +125,97 @@ async def buffers(database: str, script: str, users: int, samples: int = 20) -> 
         await connection.close()
 
 
-async def prepare(profile: harness.Profile) -> tuple[str, str, Path]:
+def database_names(profile: harness.Profile) -> tuple[str, str]:
+    """The names of the baseline's database and of this tree's, for `profile`."""
+    return f"{harness.PREFIX}_read_{profile.name}_base", f"{harness.PREFIX}_read_{profile.name}_current"
+
+
+def migrate_first(database: str) -> None:
+    """This tree's first migration alone: the tables that the data set is written into, as every
+    release has them (the baseline's migrations are that one only)."""
+    dbmate = Path(sysconfig.get_path("scripts")) / "dbmate"
+    with db.migrations_dir() as migrations, tempfile.TemporaryDirectory(dir=harness.WORK) as folder:
+        shutil.copy(min(migrations.glob("*.sql")), folder)
+        command = [str(dbmate), "--url", db.dbmate_url(database), "--migrations-dir", folder, "--no-dump-schema", "up"]
+        subprocess.run(command, check=True, capture_output=True, env={**os.environ, "DATABASE_URL": ""})
+
+
+async def prepare(profile: harness.Profile) -> tuple[str | None, str, Path]:
     """The baseline's database (the data set in the first migration's tables, as the baseline
     migrates them) and this tree's (a copy, migrated to this tree's schema); built once per
-    profile, the baseline's kept between runs."""
-    tree, python = baseline_python()
-    base_name, current_name = f"bench_read_{profile.name}_base", f"bench_read_{profile.name}_current"
+    profile, the baseline's kept between runs. Without `profile.side_by_side` (the quick profile),
+    no baseline: this tree's database gets the data set in its first migration's tables, then the
+    rest of its migrations, as the copy would (its name stands in for the baseline's: None)."""
+    base_name, current_name = database_names(profile)
     sessions_file = harness.WORK / f"read-{profile.name}-sessions.txt"
-    if not (await harness.database_exists(base_name) and sessions_file.exists()):
-        base = await harness.create_database(base_name)
-        env = harness.service_env(base)
-        subprocess.run([str(python), "-m", "service", "migrate"], env=env, cwd=tree, check=True, capture_output=True)
-        await dataset.build(base, profile.users, profile.updates_per_user, FAVORITES_PER_USER, sessions_file)
-    current = await harness.create_database(current_name, template=base_name)
+    if profile.side_by_side:
+        tree, python = baseline_python()
+        if not (await harness.database_exists(base_name) and sessions_file.exists()):
+            base = await harness.create_database(base_name)
+            migrate = [str(python), "-m", "service", "migrate"]
+            subprocess.run(migrate, env=harness.service_env(base), cwd=tree, check=True, capture_output=True)
+            await dataset.build(base, profile.users, profile.updates_per_user, FAVORITES_PER_USER, sessions_file)
+        current = await harness.create_database(current_name, template=base_name)
+    else:
+        current = await harness.create_database(current_name)
+        migrate_first(current)
+        await dataset.build(current, profile.users, profile.updates_per_user, FAVORITES_PER_USER, sessions_file)
     db.migrate(current)
     connection = await asyncpg.connect(current)
     try:
         await connection.execute("VACUUM ANALYZE")
     finally:
         await connection.close()
-    return harness.database_url(base_name), current, sessions_file
+    return (harness.database_url(base_name) if profile.side_by_side else None), current, sessions_file
+
+
+async def drop_databases(profile: harness.Profile) -> None:
+    """The databases that `prepare` keeps, dropped (the quick run leaves none behind)."""
+    for name in database_names(profile):
+        await harness.drop_database(name)
 
 
 async def run(profile: harness.Profile) -> dict[str, Any]:
     harness.require_tools()
     base, current, sessions_file = await prepare(profile)
-    tree, python = baseline_python()
+    # The baseline's database, tree and interpreter, in the profile that measures it (not the quick one).
+    baseline = (base, *baseline_python()) if base is not None else None
     clients = profile.connections
     pgbench_vars = {"users": str(profile.users)}
-    result: dict[str, Any] = {"connections": clients, "seconds": profile.seconds, "baseline": COMMIT}
+    result: dict[str, Any] = {"connections": clients, "seconds": profile.seconds}
+    if baseline is not None:
+        result["baseline"] = COMMIT
+    else:
+        result["skipped"] = {
+            f"the release at {COMMIT}": "quick run: the baseline release is measured by `make bench`",
+            "FastAPI peer": "quick run: the peers are measured by `make bench`",
+        }
 
     scripts = current_scripts()
-    old_script = baseline_script(python, tree)
     result["buffers"] = {
-        **{f"{page} (this tree)": await buffers(current, script, profile.users) for page, script in scripts.items()},
-        f"updates ({COMMIT})": await buffers(base, old_script, profile.users),
+        f"{page} (this tree)": await buffers(current, script, profile.users) for page, script in scripts.items()
     }
     result["pgbench"] = {
         "updates (this tree)": pgbench(
             current, scripts["updates"], clients=clients, seconds=profile.seconds, variables=pgbench_vars
         ),
-        f"updates ({COMMIT})": pgbench(
-            base, old_script, clients=clients, seconds=profile.seconds, variables=pgbench_vars
-        ),
     }
+    if baseline is not None:
+        base_url, tree, python = baseline
+        old_script = baseline_script(python, tree)
+        result["buffers"][f"updates ({COMMIT})"] = await buffers(base_url, old_script, profile.users)
+        result["pgbench"][f"updates ({COMMIT})"] = pgbench(
+            base_url, old_script, clients=clients, seconds=profile.seconds, variables=pgbench_vars
+        )
 
     with ExitStack() as stack:
         ours = stack.enter_context(harness.api_server(harness.ROOT / ".venv/bin/python", current))
-        servers = {
-            "this tree": ours.url,
-            COMMIT: stack.enter_context(harness.service_api(python, base, cwd=tree)),
-        }
-        if PEERS_PYTHON.exists():
-            servers["FastAPI peer"] = stack.enter_context(fastapi_peer(base))
+        servers = {"this tree": ours.url}
+        if baseline is not None:
+            base_url, tree, python = baseline
+            servers[COMMIT] = stack.enter_context(harness.service_api(python, base_url, cwd=tree))
+            if PEERS_PYTHON.exists():
+                servers["FastAPI peer"] = stack.enter_context(fastapi_peer(base_url))
         loads: dict[str, list[harness.Load]] = {}
         rounds = 3
         for _ in range(rounds):  # in turns, so that the machine's drift falls on each alike
@@ -192,6 +233,15 @@ async def run(profile: harness.Profile) -> dict[str, Any]:
             )
         result["profile of the API process (updates)"] = frames
     return result
+
+
+async def run_alone(profile: harness.Profile) -> dict[str, Any]:
+    """`python -m bench.read`: as `run`; a quick run drops its databases after."""
+    try:
+        return await run(profile)
+    finally:
+        if not profile.side_by_side:
+            await drop_databases(profile)
 
 
 def combine(runs: list[harness.Load]) -> harness.Load:
@@ -217,4 +267,4 @@ def fastapi_peer(database: str) -> Iterator[str]:
 
 
 if __name__ == "__main__":
-    harness.main(run, __doc__)
+    harness.main(run_alone, __doc__)

@@ -37,7 +37,7 @@ async def _admin_session(database: str, sessions_file: Any) -> None:
 
 
 async def run(profile: harness.Profile) -> dict[str, Any]:
-    name = f"bench_search_{profile.name}"
+    name = f"{harness.PREFIX}_search_{profile.name}"
     database = await harness.create_database(name)
     sessions_file = harness.WORK / f"search-{profile.name}-sessions.txt"
     result: dict[str, Any] = {"users": profile.search_users, "plans": [], "throughput": {}}

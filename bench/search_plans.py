@@ -1,7 +1,6 @@
 """User search's work per page (DESIGN §6, "Search"): for each class of text, the rows every
-statement of `core.users.search_users` reads and the buffers it touches, as EXPLAIN (ANALYZE,
-BUFFERS) shows them, on an account of 1,000,000 users, freshly inserted (never analyzed, never
-vacuumed) and then after VACUUM ANALYZE.
+statement of `core.users.search_users` reads and the buffers it touches (EXPLAIN ANALYZE, BUFFERS),
+on an account of 1,000,000 users, freshly inserted (never analyzed or vacuumed), then analyzed.
 
     .venv/bin/python -m bench.search_plans [--users N] [--database NAME] [--server URL]
 
@@ -20,7 +19,8 @@ account is grouped by first name), e-mails `first.lastN@school.edu`, one in eigh
   staff domain), though each of its trigrams is in thousands: `424` and `242` in some 4,000 users,
   `24 ` (a word ending in 24) in 10,000, those of `staff` in 125,000, `  s` in every one;
 - absent: `zzzq`;
-- absent, common trigrams: `edu ada`, whose trigrams every Ada or Adam holds (40,000 users).
+- absent, common trigrams: `edu ada`, whose trigrams every Ada or Adam holds (40,000 users);
+- full name: `noah rossi`, some 800 users, its words' trigrams each in 20,000 to 40,000.
 
 For each state and class it reads the first three pages of 25 (following the cursor) and prints, per
 page: the items and whether a cursor follows, the statements run (one), the rows read (the rows out of
@@ -28,7 +28,7 @@ every scan node, times its loops, plus the rows its filters and rechecks removed
 5,000), the shared buffers hit or read, the execution time EXPLAIN reports, and the median wall time
 of the page run plainly (`search_users` on a pool, 20 times). Then, per state, the worst class's
 pages per second over the best class's (the first pages), and how many pages a client follows to
-reach the first match of each class. The database is dropped at the end.
+reach each class's first match. The database is dropped at the end.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ TEXTS = {
     "rare, common trigrams": "42424@staff",
     "absent": "zzzq",
     "absent, common trigrams": "edu ada",
+    "full name": "noah rossi",
 }
 
 # User n of an account: a first and a last name drawn by hashes of n; five users of the account

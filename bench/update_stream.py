@@ -246,7 +246,7 @@ async def measure(database: str, server: harness.Server, watchers: int, importer
 
 
 async def run(profile: harness.Profile) -> dict[str, Any]:
-    name = f"bench_update_stream_{profile.name}"
+    name = f"{harness.PREFIX}_update_stream_{profile.name}"
     database = await harness.create_database(name)
     try:
         await prepare(database, profile.fanout_importers, profile.idle_streams)

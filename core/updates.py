@@ -32,7 +32,8 @@ async def lock_resources(conn: Connection, resource_ids: Iterable[str]) -> dict[
 # The rule computed over the import rows `i` that the condition {scope} selects: one row per
 # (user, resource) pair, with the resource's latest version and the pending courses as the API
 # shows them (most recently imported first, each with the date of the version it holds); the
-# courses are NULL when none is pending, or when the resource is gone.
+# courses are NULL when none is pending, or when the resource is gone. The definition: the drift
+# audit compares the table with it (core/audit.py), and the refresh computes a pair with it.
 COMPUTE = """
 SELECT i.user_id, i.resource_id, r.version_number, r.published_at,
        json_agg(json_build_object(
@@ -45,6 +46,41 @@ LEFT JOIN resources r ON r.id = i.resource_id
 LEFT JOIN resource_versions held ON held.resource_id = i.resource_id AND held.version_number = i.version_number
 WHERE {scope}
 GROUP BY i.user_id, i.resource_id, r.version_number, r.published_at
+"""
+
+# The same rows as COMPUTE for every importer of the resource `scope.resource_id`, byte for byte,
+# at a fraction of its cost (bench/README.md: the fan-out's profile): the resource's row and the
+# dates of its versions are read once (one lateral lookup, one aggregate), not once per import
+# row; each course is rendered by json_object, which takes its text as it is, where
+# json_build_object looks up the type of every argument at every call; and the import rows are
+# sorted once, by user and then in the courses' order, and aggregated in that order, where an
+# aggregate's own ORDER BY sorts each user's rows apart. That order holds: a subquery with ORDER
+# BY is never merged into the query above it, and its sorted rows are the aggregate's input as
+# they come (json_agg has no partial form that parallel workers could split).
+FAN_OUT = """
+SELECT c.user_id, scope.resource_id, r.version_number, r.published_at, c.courses
+FROM unnest($1::text[]) AS scope(resource_id)
+LEFT JOIN LATERAL (
+    SELECT version_number, published_at FROM resources WHERE id = scope.resource_id OFFSET 0
+) r ON true
+CROSS JOIN LATERAL (
+    SELECT jsonb_object_agg(version_number, api_time(published_at)) AS dates
+    FROM resource_versions WHERE resource_id = scope.resource_id
+) versions
+CROSS JOIN LATERAL (
+    SELECT i.user_id,
+           json_agg(json_object(
+                        ARRAY['courseId', 'courseName', 'importDate', 'versionCreateDate'],
+                        ARRAY[i.course_id, i.course_name, api_time(i.imported_at),
+                              versions.dates ->> i.version_number::text]))
+               FILTER (WHERE course_is_pending(i.version_number, i.ignored_version_number, r.version_number)) AS courses
+    FROM (
+        SELECT user_id, course_id, course_name, imported_at, version_number, ignored_version_number
+        FROM imports WHERE resource_id = scope.resource_id
+        ORDER BY user_id, imported_at DESC, course_id
+    ) i
+    GROUP BY i.user_id
+) c
 """
 
 # Users a change of the live update stream names at most: a larger change is staged in chunks,
@@ -62,21 +98,21 @@ CHANGE_CHUNK_USERS = 10_000
 # since their documents changed.
 #
 # Every step is a nested loop over the scope by construction: a lateral subquery that aggregates
-# cannot be flattened into a join, so whatever the statistics say, each resource's importers are
-# read once, in one range of imports_resource_idx, and each pair's imports in one range of the
-# primary key; a row to delete is found by its key and deleted by its ctid, a row to write by its
-# key (ON CONFLICT), and one that would not change is not written. A pair whose resource is in
-# $1 is left to the first branch, so that no pair is computed twice and the upsert needs no sort
-# to take one row per key; a pair without imports is computed as one with no pending course, so
-# that an update left without imports is removed (the drift audit's repair). Chunks are counted
-# as the rows come, and the removed rows in chunks of their own (negative), so that no step joins
-# rows by a guess of how many there are. The cost is linear in the pairs (README: "Data model").
+# (or that has an OFFSET) cannot be flattened into a join, so whatever the statistics say, each
+# resource's importers are read once, in one range of imports_resource_idx (FAN_OUT), and each
+# pair's imports in one range of the primary key (COMPUTE); a row to delete is found by its key
+# and deleted by its ctid, a row to write by its key (ON CONFLICT), and one that would not change
+# is not written. A pair whose resource is in $1 is left to the first branch, so that no pair is
+# computed twice and the upsert needs no sort to take one row per key; a pair without imports is
+# computed as one with no pending course, so that an update left without imports is removed (the
+# drift audit's repair). Chunks are counted as the rows come, and the removed rows in chunks of
+# their own (negative), so that no step joins rows by a guess of how many there are. The cost is
+# linear in the pairs (README: "Data model").
 _REFRESH = f"""
 WITH computed AS MATERIALIZED (
     SELECT c.*, (row_number() OVER () - 1) / {CHANGE_CHUNK_USERS} AS chunk
     FROM (
-        SELECT c.* FROM unnest($1::text[]) AS scope(resource_id)
-        CROSS JOIN LATERAL ({COMPUTE.format(scope="i.resource_id = scope.resource_id")}) c
+        {FAN_OUT}
         UNION ALL
         SELECT scope.user_id, scope.resource_id, c.version_number, c.published_at, c.courses
         FROM jsonb_to_recordset($2::jsonb) AS scope(user_id text, resource_id text)

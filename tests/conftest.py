@@ -23,6 +23,31 @@ from tests.cluster import Replicated, replicated
 from tests.factories import empty_tables, make_settings
 from tests.services import kafka_broker, postgres_server
 
+# The longest tests (minutes, or tens of seconds, on 2 cores), taken first by the workers of `make test`
+# (pytest-xdist), so that none of them starts near the end of the run and holds it up.
+LONGEST_FIRST = (
+    "tests/bench/test_benchmarks_run.py",
+    "tests/api/test_schemathesis.py",
+    "tests/consumer/test_semantics_property.py",
+    "tests/consumer/test_through_pgbouncer.py::test_tables_match_the_definition_for_any_delivery",
+    "tests/consumer/test_faults.py",
+    "tests/api/test_dlq_command.py",
+    "tests/api/test_audit_command.py",
+    "tests/devtools/test_make_run.py",
+)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> Iterator[None]:
+    """Once pytest has ordered the tests (by their parametrized fixtures), LONGEST_FIRST first, in
+    its order."""
+    yield
+
+    def rank(item: pytest.Item) -> int:
+        return next((n for n, prefix in enumerate(LONGEST_FIRST) if item.nodeid.startswith(prefix)), len(LONGEST_FIRST))
+
+    items.sort(key=rank)
+
 
 async def _admin(server_url: str, statement: str) -> None:
     conn = await asyncpg.connect(server_url)

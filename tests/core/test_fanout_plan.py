@@ -1,6 +1,7 @@
 """The refresh of available updates reads each importer once, whatever the table statistics say:
 on tables never analyzed, on statistics taken before the imports arrived, and on fresh ones. Its
-plans are shown by EXPLAIN ANALYZE, counting the import rows each one reads."""
+plans are shown by EXPLAIN ANALYZE, counting the import rows each one reads (and, for a new
+version, the times it reads the resource and its versions)."""
 
 import json
 from typing import Any
@@ -57,6 +58,12 @@ def import_rows_read(plan: dict[str, Any]) -> int:
     return read
 
 
+def loops(plan: dict[str, Any], relation: str) -> int:
+    """How many times the plan's nodes scanned `relation`."""
+    own = plan["Actual Loops"] if plan.get("Relation Name") == relation else 0
+    return own + sum(loops(child, relation) for child in plan.get("Plans", []))
+
+
 async def explain_refresh(pool: asyncpg.Pool, resources: list[str], pairs: list[dict[str, str]]) -> dict[str, Any]:
     async with pool.acquire() as conn:
         transaction = conn.transaction()
@@ -83,6 +90,8 @@ async def test_a_new_version_reads_each_importer_once(fresh_pool, statistics):
     # Linear: each import row of the resource read once to aggregate it (a quadratic plan, one
     # range of importers per importer, would read IMPORTERS times as many).
     assert import_rows_read(plan) <= 2 * importer_rows
+    # The resource's row and the dates of its versions read once, not once per importer.
+    assert loops(plan, "resources") == loops(plan, "resource_versions") == 1
     async with fresh_pool.acquire() as conn, conn.transaction():
         assert await updates.refresh(conn, resources=[RESOURCE]) == IMPORTERS
 

@@ -19,8 +19,6 @@ from core import db, users
 from core.users import like_pattern
 from tests.factories import add_user
 
-# Its module's large databases are built once, on one worker of `make test` (pytest-xdist).
-pytestmark = pytest.mark.xdist_group("user search")
 ROW_LIMIT = 5_000
 ACCOUNT, OTHER_ACCOUNT = "acct-search", "acct-other"
 ACCOUNT_USERS = 80_000

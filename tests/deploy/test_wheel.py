@@ -4,6 +4,7 @@ nothing of devtools/ or tests/, and installed into a fresh virtualenv it migrate
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 from pathlib import Path
 import subprocess
@@ -19,10 +20,7 @@ from tests.factories import JWT_SECRET
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """The wheel, and what its build printed (verbose: setuptools' warnings included)."""
-    out = tmp_path_factory.mktemp("wheel")
+def _build(out: Path) -> tuple[Path, str]:
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--verbose", "--no-deps", "--wheel-dir", str(out), str(ROOT)],
         capture_output=True,
@@ -32,6 +30,25 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     assert built.returncode == 0, built.stdout + built.stderr
     (found,) = out.glob("commons_users-*.whl")
     return found, built.stdout + built.stderr
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The wheel, and what its build printed (verbose: setuptools' warnings included). pip builds in
+    the tree (build/, *.egg-info): under pytest-xdist (`make test`), the first worker that needs it
+    builds it for the run while the others wait, then they take it."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return _build(tmp_path_factory.mktemp("wheel"))
+    shared = tmp_path_factory.getbasetemp().parent  # the run's, above each worker's
+    with (shared / "wheel.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        out, log = shared / "wheel", shared / "wheel.log"
+        if not log.exists():
+            out.mkdir(exist_ok=True)
+            found, output = _build(out)
+            log.write_text(output)
+        (found,) = out.glob("commons_users-*.whl")
+        return found, log.read_text()
 
 
 @pytest.fixture(scope="module")
