@@ -6,11 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 PORT ?= 8080
-# make run: the local PostgreSQL when one answers at DATABASE_URL, else an embedded one.
-run: export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/commons_users
+# make run: the local PostgreSQL when one answers at DATABASE_URL, else an embedded one; its database
+# is created afresh at each run (devtools/database.py), and make reset drops it.
+run reset: export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/commons_users
 run: export JWT_SECRET ?= local-development-secret-not-for-production
 
-.PHONY: run test test-long lint install bench bench-tools edge-tools pooler-tools browser-tools clean
+.PHONY: run reset test test-long lint install bench bench-tools edge-tools pooler-tools browser-tools clean
 
 # The benchmarks' peers (bench/peers/README.md) live in a virtualenv of their own.
 PEERS := .venv-peers
@@ -61,6 +62,12 @@ browser-tools:
 run: $(STAMP)
 	$(BIN)/python -m devtools.run --port $(PORT)
 
+# The database of make run (only when make run created it, or it is the default one) and the
+# embedded server's .run/: the next make run starts from scratch.
+reset: $(STAMP)
+	$(BIN)/python -m devtools.database
+	rm -rf .run
+
 # Lint, format, types and import rules (pyproject.toml configures each), then the tests.
 lint: $(STAMP)
 	$(BIN)/ruff check
@@ -68,8 +75,11 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint bench-tools edge-tools pooler-tools browser-tools $(PEERS_STAMP)
-	$(BIN)/python -m pytest
+# The tests in parallel (pytest-xdist): TEST_WORKERS processes, each with databases, a broker and a
+# replication cluster of its own (tests/conftest.py, which also hands out the longest tests first).
+TEST_WORKERS ?= 3
+test: lint bench-tools edge-tools pooler-tools browser-tools
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 # The longer forms of the fault tests (docs/reliability.md); not part of `make test`.
 test-long: $(STAMP) edge-tools pooler-tools browser-tools

