@@ -190,13 +190,25 @@ def _responses(op: Operation, *, public: bool, rate_limited: bool) -> dict[str, 
     return responses
 
 
+# Each document built, by its title, version and operations: every app of a process has the same
+# routes, and building their document costs as much as the rest of an app's start (the tests
+# start an app for each test). Nothing changes a document once built.
+_BUILT: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+
 def build_document(app: web.Application, *, title: str, version: str) -> dict[str, Any]:
     described: list[tuple[str, str, Operation, bool]] = []
     for route in app.router.routes():
         op = getattr(route.handler, OPERATION_ATTRIBUTE, None)
         if op is not None and route.resource is not None and route.method != "HEAD":
             described.append((route.resource.canonical, route.method.lower(), op, is_public(route.handler)))
+    key = (title, version, *((path, method, id(op), public) for path, method, op, public in described))
+    if key not in _BUILT:
+        _BUILT[key] = _document(described, title=title, version=version)
+    return _BUILT[key]
 
+
+def _document(described: list[tuple[str, str, Operation, bool]], *, title: str, version: str) -> dict[str, Any]:
     models: set[type[BaseModel]] = {Problem}
     for _, _, op, _ in described:
         models.update(m for m in op.responses.values() if m is not None)
