@@ -76,10 +76,12 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 # The tests in parallel (pytest-xdist): TEST_WORKERS processes, each with databases, a broker and a
-# replication cluster of its own (tests/conftest.py, which also hands out the longest tests first).
+# replication cluster of its own (tests/conftest.py, which also puts the longest tests first). A
+# worker takes one test at a time (--maxschedchunk 1): by default each takes a long run of
+# consecutive tests, and one of them would get every long test.
 TEST_WORKERS ?= 3
 test: lint bench-tools edge-tools pooler-tools browser-tools
-	$(BIN)/python -m pytest -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxschedchunk 1
 
 # The longer forms of the fault tests (docs/reliability.md); not part of `make test`.
 test-long: $(STAMP) edge-tools pooler-tools browser-tools
