@@ -18,7 +18,7 @@ from tests.metrics import APPLIED, DEAD_LETTERED, Moved
 from tests.processes import environment
 
 # The default topics, and times (with or without seconds and a Z).
-README_TOPICS = ("commons.resource-events", "commons.user-events")
+DEFAULT_TOPICS = ("commons.resource-events", "commons.user-events")
 TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d)?Z?"
 
 EXAMPLES = """
@@ -60,10 +60,10 @@ def samples() -> dict[str, list[str]]:
 
 def localized(text: str, settings, since: str) -> str:
     """An example line with the test's topics and `since` for its times."""
-    for readme_topic, topic in zip(
-        README_TOPICS, (settings.kafka_resource_topic, settings.kafka_user_topic), strict=True
+    for default_topic, topic in zip(
+        DEFAULT_TOPICS, (settings.kafka_resource_topic, settings.kafka_user_topic), strict=True
     ):
-        text = text.replace(readme_topic, topic)
+        text = text.replace(default_topic, topic)
     return re.sub(TIME, since, text)
 
 
