@@ -105,15 +105,18 @@ class Ownership(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's 
     async def _claim(self, partitions: list[TopicPartition]) -> None:
         async with self._pool.acquire() as conn:
             rows = await offsets.claim_partitions(conn, self._group, self._member, partitions)
+        unread = []
         for row in rows:
             partition, stored = TopicPartition(row["topic"], row["partition"]), row["next_offset"]
             self.partitions[partition] = Owned(
                 row["generation"], row["consecutive_failures"], stored or 0, stored, positioned=stored is not None
             )
             if stored is None:
-                await self._kafka.seek_to_beginning(partition)
+                unread.append(partition)
             else:
                 self._kafka.seek(partition, stored)
+        if unread:
+            await self._kafka.seek_to_beginning(*unread)
         log.info("consumer %s owns %s", self._member, ", ".join(map(partition_name, partitions)))
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:

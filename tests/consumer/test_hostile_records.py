@@ -106,7 +106,8 @@ async def test_a_dead_letter_that_cannot_be_written_stops_the_consumer_before_it
     with tansu_broker() as bootstrap:
         settings = make_settings(
             database_url, kafka_bootstrap_servers=bootstrap, kafka_create_topics=True, kafka_topic_partitions=1,
-            consumer_session_timeout_ms=2000, consumer_heartbeat_interval_ms=200,
+            # A session that outlasts a loaded machine's stalls: a rebalance would fence the batch.
+            consumer_session_timeout_ms=8000, consumer_heartbeat_interval_ms=500,
             consumer_dead_letter_timeout_seconds=2,
         )  # fmt: skip
         consumer = EventConsumer(settings, pool, member="member-1")
@@ -116,6 +117,7 @@ async def test_a_dead_letter_that_cannot_be_written_stops_the_consumer_before_it
         while not batches:
             batches = await consumer.fetch(500)
     try:  # the broker is gone: the dead letter cannot be written
+        assert all(consumer.ownership.generation(b.partition) == b.generation for b in batches), "rebalanced"
         with pytest.raises(ConsumerHalted, match="could not be written"):
             await apply_all(consumer, batches)
         assert not await stored_offset(pool, settings, settings.kafka_resource_topic)
