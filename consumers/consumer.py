@@ -92,9 +92,11 @@ class EventConsumer:
 
     async def stop(self) -> None:
         """Leave the group, once the batches being applied are committed (run() returns only then)."""
-        await self._pipeline.drain()
-        await self._kafka.stop()
-        await self._dead_letters.stop()
+        try:
+            await self._pipeline.drain()
+            await self._kafka.stop()
+        finally:  # also when leaving failed: the producer is closed, never left to the collector
+            await self._dead_letters.stop()
         log.info("consumer %s left the group", self.member)
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -234,13 +236,8 @@ class EventConsumer:
             else:
                 owned.failures, owned.next_offset, owned.positioned = failures, next_offset, True
         if unreachable is not None:
-            log.warning(
-                "%s: the database is out of reach (%r); the batch at offset %d is read again in %s s",
-                partition_name(partition),
-                unreachable,
-                first,
-                _DATABASE_RETRY_SECONDS,
-            )
+            message = "%s: the database is out of reach (%r); the batch at offset %d is read again in %s s"
+            log.warning(message, partition_name(partition), unreachable, first, _DATABASE_RETRY_SECONDS)
             metrics.DATABASE_RETRIES.inc()
             await asyncio.sleep(_DATABASE_RETRY_SECONDS)
             return None
