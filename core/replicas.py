@@ -116,9 +116,11 @@ class Databases:
         return random.choice(keeping_up) if keeping_up else None
 
     async def check_forever(self, every: float) -> None:
-        """Check every replica every `every` seconds, each check bounded by as long."""
+        """Check every replica every `every` seconds, each check bounded by as long, and at least
+        a second: a check more frequent than that is no reason to give up on a replica sooner."""
+        within = max(every, 1.0)
         while True:
-            await asyncio.gather(*(self._check(replica, every) for replica in self.replicas))
+            await asyncio.gather(*(self._check(replica, within) for replica in self.replicas))
             await asyncio.sleep(every)
 
     async def _check(self, replica: Replica, within: float) -> None:
