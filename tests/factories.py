@@ -35,6 +35,9 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
             "rate_limit_key_prefix": REDIS_PREFIX + "rate-limit:",
             "update_stream_key_prefix": REDIS_PREFIX + "update-streams:",
             "written_positions_key_prefix": REDIS_PREFIX + "written:",
+            # Longer than a loaded machine's stalls, which the default 0.1 s is not: a request whose
+            # counter answered late is served uncounted. Tests of a slow Redis pass their own.
+            "redis_timeout_seconds": 5,
             **TOPOLOGIES.get(database_url, {}),
             **overrides,
         },

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -32,9 +33,10 @@ async def produce_raw(settings: Settings, *messages: tuple[bytes | None, bytes],
         await sender.stop()
 
 
-async def consume_until(consumer: EventConsumer, condition, *, attempts: int = 100) -> None:
+async def consume_until(consumer: EventConsumer, condition, *, seconds: float = 60) -> None:
     """Step the consumer until `condition()` (sync or async) holds."""
-    for _ in range(attempts):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
         result = condition()
         if hasattr(result, "__await__"):
             result = await result

@@ -33,7 +33,7 @@ class ServiceProcess(subprocess.Popen[str]):
         return self.stdout_path.read_text(), self.stderr_path.read_text()
 
 
-def listens(port: int, process: subprocess.Popen[Any], within: float = 10) -> bool:
+def listens(port: int, process: subprocess.Popen[Any], within: float = 60) -> bool:
     """Whether `process` listens on the loopback `port` within `within` seconds (False at once if
     it exits)."""
     deadline = time.monotonic() + within

@@ -46,8 +46,9 @@ async def test_cut_database_connections_give_503_then_the_api_recovers(database_
     try:
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
             readers = [asyncio.create_task(load(http, user)) for user in USERS]
-            cut = 0
-            for _ in range(15):
+            cut, deadline = 0, time.monotonic() + 60
+            while cut < 15:  # connections cut as the pool makes them again
+                assert time.monotonic() < deadline, f"the pool made {cut} connections again, then no more"
                 await asyncio.sleep(0.2)
                 cut += await pool.fetchval(
                     "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -56,17 +57,22 @@ async def test_cut_database_connections_give_503_then_the_api_recovers(database_
             cutting.set()
             await asyncio.gather(*readers)
             during = list(answers)
-            answers.clear()
-            for user in USERS * 3:  # the pool replaced what was cut
-                await read_updates(http, user)
+            deadline = time.monotonic() + 30
+            while True:
+                # The pool replaces what was cut, once the process has seen the last cut connections
+                # close (on a busy machine, maybe after a request took one): then every read succeeds.
+                answers.clear()
+                for user in USERS * 3:
+                    await read_updates(http, user)
+                if {status for status, *_ in answers} == {200} or time.monotonic() > deadline:
+                    break
     finally:
         _, log = stop(process)
 
-    assert cut >= 15
     assert {status for status, *_ in during} <= {200, 503} and any(status == 503 for status, *_ in during)
     for status, content_type, retry_after, _ in during:
         if status == 503:
             assert content_type == "application/problem+json" and retry_after == "1"
-    assert max(seconds for *_, seconds in during) < TIMEOUT + 1
+    assert max(seconds for *_, seconds in during) < TIMEOUT + 3  # none waits much beyond the timeout
     assert {status for status, *_ in answers} == {200}
     assert "unhandled error" not in log and "out of reach" in log

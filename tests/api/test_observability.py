@@ -138,7 +138,11 @@ async def test_sigterm_lets_a_slow_request_finish(database_url, pool):
         await holding.start()
         await updates.lock_resources(conn, ["r1"])  # the ignore below waits on this lock: a slow request
         slow = asyncio.create_task(http.post("/api/users/u1/updates/r1/ignore", headers=headers))
-        await asyncio.sleep(0.5)
+        async with asyncio.timeout(30):  # until the ignore waits on the lock
+            while not await pool.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ):
+                await asyncio.sleep(0.05)
         process.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.5)
         assert not slow.done() and process.poll() is None  # draining, not gone

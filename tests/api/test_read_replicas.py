@@ -3,12 +3,14 @@ what others wrote; never behind what the user wrote, whatever API process the us
 replica stopped costs no error, and serves again once back; one too far behind is skipped.
 
 The lagging replica applies each commit APPLY_DELAY seconds late, so that a read made at once
-after a write would miss it there. README: "Read replicas and a connection pooler"."""
+after a write would miss it there; where a test must be sure that it has not applied a write yet,
+however slow the machine, its replay is paused meanwhile.
+README: "Read replicas and a connection pooler"."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 import contextlib
 import itertools
 import math
@@ -92,6 +94,16 @@ async def until(condition: Callable[[], bool], what: str, seconds: float = 15) -
         await asyncio.sleep(0.05)
 
 
+@contextlib.contextmanager
+def replay_paused(standby: Server) -> Iterator[None]:
+    """`standby` applies nothing more meanwhile, and catches up after."""
+    standby.sql("SELECT pg_wal_replay_pause()")
+    try:
+        yield
+    finally:
+        standby.sql("SELECT pg_wal_replay_resume()")
+
+
 def replica_serves(client: TestClient) -> Callable[[], bool]:
     return lambda: all(math.isfinite(replica.lag) for replica in client.app[DATABASES].replicas)
 
@@ -134,10 +146,11 @@ async def test_reads_go_to_the_replica_which_may_lag_behind_what_others_wrote(
     session = await resource_and_session(postgres_cluster, primary)
     async with serve(settings_with(database, postgres_cluster.delayed)) as client:
         await until(replica_serves(client), "serving from the replica")
-        await add_favorite(primary, "u1", "r1", at(1))  # not the user's write through the API: nothing to honour
-        moved = Moved()
-        assert await favorites(client, session) == []  # the replica has not applied it yet
-        assert moved(READS, target="replica") == 1  # the list, checking the session in its statement
+        with replay_paused(postgres_cluster.delayed):
+            await add_favorite(primary, "u1", "r1", at(1))  # not the user's write through the API: nothing to honour
+            moved = Moved()
+            assert await favorites(client, session) == []  # the replica has not applied it yet
+            assert moved(READS, target="replica") == 1  # the list, checking the session in its statement
         postgres_cluster.cluster.wait_replayed(postgres_cluster.delayed)
         assert await favorites(client, session) == ["r1"]
 
@@ -162,34 +175,37 @@ async def test_a_user_reads_each_of_their_writes_at_once(
         reader = writer if store == "in the process" else other
         for client in (writer, reader):
             await until(replica_serves(client), "serving from the replica")
-        moved = Moved()
+        with replay_paused(postgres_cluster.delayed):  # however slow the machine, none of the writes is there
+            moved = Moved()
 
-        async with writer.post("/api/sessions", json={"jwt_token": token("u1")}) as response:
-            assert response.status == 201
-            session = (await response.json())["sessionId"]
-        assert (await get(reader, f"/api/sessions/{session}", session))[0] == 200
+            async with writer.post("/api/sessions", json={"jwt_token": token("u1")}) as response:
+                assert response.status == 201
+                session = (await response.json())["sessionId"]
+            assert (await get(reader, f"/api/sessions/{session}", session))[0] == 200
 
-        async with writer.post("/api/users/u1/favorites", json={"resourceId": "r1"}, headers={"X-Session-ID": session}):
-            pass
-        assert await favorites(reader, session) == ["r1"]
+            async with writer.post(
+                "/api/users/u1/favorites", json={"resourceId": "r1"}, headers={"X-Session-ID": session}
+            ):
+                pass
+            assert await favorites(reader, session) == ["r1"]
 
-        path = "/api/users/u1/updates/r1/ignore"
-        async with writer.post(path, json={"courseIds": ["c1"]}, headers={"X-Session-ID": session}) as response:
-            assert response.status == 204
-        status, update = await get(reader, "/api/users/u1/updates/r1", session)
-        assert status == 200 and [course["courseId"] for course in update["courses"]] == ["c2"], update
+            path = "/api/users/u1/updates/r1/ignore"
+            async with writer.post(path, json={"courseIds": ["c1"]}, headers={"X-Session-ID": session}) as response:
+                assert response.status == 204
+            status, update = await get(reader, "/api/users/u1/updates/r1", session)
+            assert status == 200 and [course["courseId"] for course in update["courses"]] == ["c2"], update
 
-        async with writer.delete("/api/users/u1/favorites/r1", headers={"X-Session-ID": session}) as response:
-            assert response.status == 204
-        assert await favorites(reader, session) == []
+            async with writer.delete("/api/users/u1/favorites/r1", headers={"X-Session-ID": session}) as response:
+                assert response.status == 204
+            assert await favorites(reader, session) == []
 
-        async with writer.post("/api/sessions/logout", headers={"X-Session-ID": session}) as response:
-            assert response.status == 204
-        assert (await get(reader, f"/api/sessions/{session}", session))[0] == 401
+            async with writer.post("/api/sessions/logout", headers={"X-Session-ID": session}) as response:
+                assert response.status == 204
+            assert (await get(reader, f"/api/sessions/{session}", session))[0] == 401
 
-        # Each read above (five, and the sessions' lookups by four writes) went to the primary: the
-        # replica had not applied the write before it.
-        assert (moved(READS, target="replica"), moved(READS, target="primary")) == (0, 9)
+            # Each read above (five, and the sessions' lookups by four writes) went to the primary: the
+            # replica had not applied the write before it.
+            assert (moved(READS, target="replica"), moved(READS, target="primary")) == (0, 9)
         if store != "Redis out of reach":
             # Once the replica has applied them, the user's reads go back to it.
             session = await login(primary, "u2")
@@ -234,11 +250,12 @@ async def test_a_replica_too_far_behind_is_skipped_until_it_catches_up(
         await until(replica_serves(client), "serving from the replica")
         replica = client.app[DATABASES].replicas[0]
         await asyncio.sleep(0.6)  # its last transaction grows old, while it has applied all there is
-        await add_favorite(primary, "u1", "r1", at(1))  # applied there APPLY_DELAY seconds later
-        await until(lambda: replica.lag > 0.5, "skipped")
-        moved = Moved()
-        assert await favorites(client, session) == ["r1"]  # from the primary
-        assert (moved(READS, target="primary"), moved(READS, target="replica")) == (1, 0)
+        with replay_paused(postgres_cluster.delayed):
+            await add_favorite(primary, "u1", "r1", at(1))
+            await until(lambda: replica.lag > 0.5, "skipped")
+            moved = Moved()
+            assert await favorites(client, session) == ["r1"]  # from the primary
+            assert (moved(READS, target="primary"), moved(READS, target="replica")) == (1, 0)
         await until(lambda: replica.lag == 0, "caught up", seconds=postgres_cluster.apply_delay + 10)
         assert await favorites(client, session) == ["r1"]
         assert moved(READS, target="replica") == 1

@@ -104,7 +104,8 @@ async def test_a_listening_connection_lost_without_a_word_is_noticed_and_replace
         loop = asyncio.get_running_loop()
         started = loop.time()
         while await readiness(client) == 200:
-            assert loop.time() - started < 4 * check, "the replica never noticed"
+            # Noticed within two checks (1 s); the rest is room for a loaded machine's stalls.
+            assert loop.time() - started < 10 * check, "the replica never noticed"
             await asyncio.sleep(0.05)
         event = await next_event(response, within=10)  # once listening again, from where it was
         assert event.json["versionId"] == "r1-v2"
@@ -139,7 +140,7 @@ async def test_a_session_ended_while_its_stream_was_being_opened_is_refused(pool
         loop = asyncio.get_running_loop()
         started = loop.time()
         while await readiness(client) == 200:
-            assert loop.time() - started < 2 * check + 1, "the replica never noticed"
+            assert loop.time() - started < 4 * check + 2, "the replica never noticed"  # 2 checks, and room
             await asyncio.sleep(0.05)
         # The session is checked, then the stream waits for the replica to listen again.
         opening = asyncio.create_task(client.get(U1_STREAM, headers={"X-Session-ID": session_id}))

@@ -91,13 +91,17 @@ async def test_database_connections_cut_during_consumption(fault_settings, pool,
     while await applied_records(pool, fault_settings) == 0:
         await asyncio.sleep(0.05)
     cut = 0
-    while not streaming.done():  # the connections of batches being applied, as often as there are some
-        cut += await pool.fetchval(
-            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE application_name = 'commons-users-consumer' AND datname = current_database() "
-            "AND state <> 'idle') t"
-        )
-        await asyncio.sleep(0.02)
+    # The connections of batches being applied, as often as there are some, while the stream lasts
+    # and until three were cut (a consumer that started late on a busy machine has had fewer).
+    async with asyncio.timeout(120):
+        while not streaming.done() or cut < 3:
+            assert process.poll() is None, log.read_text()[-3000:]
+            cut += await pool.fetchval(
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'commons-users-consumer' AND datname = current_database() "
+                "AND state <> 'idle') t"
+            )
+            await asyncio.sleep(0.02)
     await streaming
     try:
         await caught_up(pool, fault_settings, len(documents))

@@ -120,7 +120,9 @@ async def test_each_partition_commits_in_order_and_the_tables_match(consumer_set
 
 
 async def test_a_partition_claimed_by_another_member_gets_no_commit_from_the_pipeline(consumer_settings, pool, moved):
-    settings = pipeline_settings(consumer_settings)
+    # A session that outlasts a loaded machine's stalls: a rebalance would have member-1 claim back.
+    long_session = {"consumer_session_timeout_ms": 8000, "consumer_heartbeat_interval_ms": 500}
+    settings = pipeline_settings(consumer_settings, **long_session)
     first_half, second_half = history(200, seed=6), history(200, seed=7)
     consumer = EventConsumer(settings, pool, member="member-1")
     await consumer.start()

@@ -71,6 +71,7 @@ async def deployed(
     env = {
         "TRUSTED_PROXIES": "127.0.0.1",
         "REDIS_URL": REDIS_URL,
+        "REDIS_TIMEOUT_SECONDS": "5",  # as tests/factories.py: a count served late must still count
         "RATE_LIMIT_PER_HOUR": str(LIMIT),
         "RATE_LIMIT_KEY_PREFIX": f"{redis_prefix}rate-limit:",
         "UPDATE_STREAM_KEY_PREFIX": f"{redis_prefix}streams:",
