@@ -25,6 +25,7 @@ from aiokafka.errors import KafkaError
 import asyncpg
 
 from consumers import metrics, offsets
+from consumers.closing import stop_consumer
 from consumers.decoding import DeadLetterFailed, DeadLetters, Decoded, decode
 from consumers.ownership import Ownership
 from consumers.pipeline import Batch, ConsumerHalted, Pipeline
@@ -94,7 +95,7 @@ class EventConsumer:
         """Leave the group, once the batches being applied are committed (run() returns only then)."""
         try:
             await self._pipeline.drain()
-            await self._kafka.stop()
+            await stop_consumer(self._kafka)
         finally:  # also when leaving failed: the producer is closed, never left to the collector
             await self._dead_letters.stop()
         log.info("consumer %s left the group", self.member)

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
+from consumers.closing import stop_consumer
 from consumers.topics import DLQ_SUFFIX, dead_letter_topic
 
 # How long the broker may leave the command without an answer (to start, to a fetch, to the acks of
@@ -137,14 +138,14 @@ class DeadLetterReader:
                 await self._kafka.start()
                 await self._position()
         except BaseException:
-            await self._kafka.stop()
+            await stop_consumer(self._kafka)
             raise
         return self
 
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
     ) -> None:
-        await self._kafka.stop()
+        await stop_consumer(self._kafka)
 
     async def _position(self) -> None:
         existing = await self._kafka.topics()  # all topics: asking for one by name may create it

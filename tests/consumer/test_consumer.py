@@ -17,6 +17,7 @@ from consumers.decoding import decode
 from consumers.offsets import Fenced, claim_partitions, commit_partition_batch
 from consumers.pipeline import Batch, ConsumerHalted
 from core.events import RESOURCE_TYPES, Event
+from devtools.tansu import tansu_broker
 from tests.factories import JWT_SECRET, at, imported, login, published, user_upserted
 from tests.kafka import consume_until, document, produce, produce_raw, read_topic
 from tests.metrics import APPLIED, DEAD_LETTERED, FANNED_OUT, FENCED, SKIPPED, Moved
@@ -280,6 +281,19 @@ def test_produce_command_publishes_a_file_and_refuses_bad_lines(consumer_setting
     assert "produced 2 events" in result.stdout
     resource_records = asyncio.run(read_topic(consumer_settings, consumer_settings.kafka_resource_topic, 1))
     assert [r.key for r in resource_records] == [b"r1"]
+
+
+async def test_a_consumer_stopped_while_its_broker_is_out_of_reach_stops_without_error(consumer_settings, pool):
+    # The fetches then fail, each waiting 0.1 s to retry, when stop() cancels them.
+    with tansu_broker() as bootstrap:
+        settings = consumer_settings.model_copy(update={"kafka_bootstrap_servers": bootstrap})
+        consumer = EventConsumer(settings, pool, member="member-1")
+        await consumer.start()
+        await consume_until(consumer, lambda: consumer.assignment)
+    for _ in range(5):  # while the fetches fail
+        assert await consumer.fetch(100) == []
+    await consumer.stop()
+    assert consumer._kafka._client._conns == {}  # every connection closed
 
 
 def test_sigterm_finishes_commits_and_leaves(consumer_settings, pool):
