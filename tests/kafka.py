@@ -33,6 +33,12 @@ async def produce_raw(settings: Settings, *messages: tuple[bytes | None, bytes],
         await sender.stop()
 
 
+# A group session that outlasts a loaded machine's stalls, for a test whose outcome a rebalance would
+# change. The tests' default is 2 s (tests/conftest.py), since the local broker holds a join for half
+# the session timeout.
+STEADY_SESSION = {"consumer_session_timeout_ms": 8000, "consumer_heartbeat_interval_ms": 500}
+
+
 async def consume_until(consumer: EventConsumer, condition, *, seconds: float = 60) -> None:
     """Step the consumer until `condition()` (sync or async) holds."""
     deadline = time.monotonic() + seconds

@@ -14,7 +14,7 @@ from consumers.consumer import EventConsumer
 from consumers.pipeline import Batch, ConsumerHalted
 from devtools.tansu import tansu_broker
 from tests.factories import at, imported, make_settings, published, user_upserted
-from tests.kafka import consume_until, document, produce_raw, read_topic
+from tests.kafka import STEADY_SESSION, consume_until, document, produce_raw, read_topic
 from tests.metrics import APPLIED, DEAD_LETTERED, SKIPPED, scraped
 
 
@@ -106,8 +106,7 @@ async def test_a_dead_letter_that_cannot_be_written_stops_the_consumer_before_it
     with tansu_broker() as bootstrap:
         settings = make_settings(
             database_url, kafka_bootstrap_servers=bootstrap, kafka_create_topics=True, kafka_topic_partitions=1,
-            # A session that outlasts a loaded machine's stalls: a rebalance would fence the batch.
-            consumer_session_timeout_ms=8000, consumer_heartbeat_interval_ms=500,
+            **STEADY_SESSION,  # a rebalance would fence the batch
             consumer_dead_letter_timeout_seconds=2,
         )  # fmt: skip
         consumer = EventConsumer(settings, pool, member="member-1")

@@ -22,7 +22,7 @@ from consumers.ownership import Ownership
 from consumers.pipeline import Batch, ConsumerHalted
 from core.settings import Settings
 from tests.consumer.histories import applied_records, assert_tables_match, history, stream
-from tests.kafka import produce_raw
+from tests.kafka import STEADY_SESSION, produce_raw
 from tests.metrics import APPLIED, DEAD_LETTERED, FENCED
 
 DATABASE_RETRIES = "commons_users_consumer_database_retries_total"
@@ -120,9 +120,7 @@ async def test_each_partition_commits_in_order_and_the_tables_match(consumer_set
 
 
 async def test_a_partition_claimed_by_another_member_gets_no_commit_from_the_pipeline(consumer_settings, pool, moved):
-    # A session that outlasts a loaded machine's stalls: a rebalance would have member-1 claim back.
-    long_session = {"consumer_session_timeout_ms": 8000, "consumer_heartbeat_interval_ms": 500}
-    settings = pipeline_settings(consumer_settings, **long_session)
+    settings = pipeline_settings(consumer_settings, **STEADY_SESSION)  # a rebalance: member-1 would claim back
     first_half, second_half = history(200, seed=6), history(200, seed=7)
     consumer = EventConsumer(settings, pool, member="member-1")
     await consumer.start()
